@@ -1,0 +1,43 @@
+# The course's commands. `make book` and `make test` are the two that matter; both create
+# .venv/ at the repository root if it is missing and install the pinned requirements into it.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: help install book test release lock clean
+
+help:
+	@echo "make book     build the rendered book into _build/html (executes every chapter)"
+	@echo "make test     run the whole test suite"
+	@echo "make release  regenerate exercises/ from solutions/ with nbgrader (and create gradebook.db)"
+	@echo "make lock     re-resolve requirements.in into the pinned requirements.txt"
+	@echo "make clean    remove _build/ and the execution cache"
+
+install: $(STAMP)
+
+# Reinstall only when the pins or the package metadata change.
+$(STAMP): requirements.txt pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	@touch $@
+
+book: $(STAMP)
+	$(VENV)/bin/jupyter-book build . --warningiserror --keep-going
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+release: $(STAMP)
+	for a in $$(ls solutions); do $(VENV)/bin/nbgrader generate_assignment $$a --force || exit 1; done
+
+lock:
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet -r requirements.in
+	$(PY) -m pip freeze --exclude-editable | sed -E 's/^torch==([0-9.]+)\+cpu$$/torch==\1/' > requirements.txt
+
+clean:
+	rm -rf _build

@@ -1,0 +1,200 @@
+"""Offline data sets as tensors, with seeded train / validation / test splits.
+
+Nothing here touches the network:
+
+- scikit-learn's bundled tables (``iris``, ``wine``, ``digits``, ``breast_cancer``) ship
+  inside the scikit-learn package;
+- MNIST-1D (Greydanus 2020) is *generated* locally with the ``mnist1d`` package's
+  ``make_dataset`` (never ``get_dataset``, which downloads) and cached on disk as ``.npz``.
+
+Example::
+
+    >>> data = load_sklearn("wine", seed=0)
+    >>> data.X_train.shape, data.num_classes
+    (torch.Size([106, 13]), 3)
+    >>> mnist = load_mnist1d()          # 4000 train+val / 1000 test signals of length 40
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+__all__ = ["Splits", "SKLEARN_DATASETS", "load_sklearn", "load_mnist1d", "cache_dir"]
+
+SKLEARN_DATASETS = ("iris", "wine", "digits", "breast_cancer")
+
+
+@dataclass(frozen=True)
+class Splits:
+    """A classification data set split three ways. Features are float, labels ``torch.long``."""
+
+    name: str
+    X_train: torch.Tensor
+    y_train: torch.Tensor
+    X_val: torch.Tensor
+    y_val: torch.Tensor
+    X_test: torch.Tensor
+    y_test: torch.Tensor
+    feature_names: tuple[str, ...]
+    target_names: tuple[str, ...]
+
+    @property
+    def num_features(self) -> int:
+        return self.X_train.shape[1]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.target_names)
+
+    def __repr__(self) -> str:
+        return (f"Splits({self.name!r}, train={tuple(self.X_train.shape)}, "
+                f"val={tuple(self.X_val.shape)}, test={tuple(self.X_test.shape)}, "
+                f"classes={self.num_classes})")
+
+
+def _check_fractions(val_fraction: float, test_fraction: float) -> None:
+    for name, f in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if not 0.0 <= f < 1.0:
+            raise ValueError(f"{name} must be in [0, 1), got {f}")
+    if val_fraction + test_fraction >= 1.0:
+        raise ValueError(f"val_fraction + test_fraction must be < 1 to leave training data, "
+                         f"got {val_fraction} + {test_fraction} = {val_fraction + test_fraction}")
+
+
+def load_sklearn(name: str, *, val_fraction: float = 0.2, test_fraction: float = 0.2,
+                 seed: int = 0, stratify: bool = True,
+                 dtype: torch.dtype = torch.float32) -> Splits:
+    """Load one of scikit-learn's bundled classification sets as a seeded three-way split.
+
+    Args:
+        name: one of ``"iris"``, ``"wine"``, ``"digits"``, ``"breast_cancer"``.
+        val_fraction: fraction of all samples put in the validation split. Default: 0.2.
+        test_fraction: fraction of all samples put in the test split. Default: 0.2.
+        seed: seed of the shuffle; the same seed gives the same split. Default: 0.
+        stratify: keep the class proportions equal across splits. Default: ``True``.
+        dtype: floating dtype of the features. Default: ``torch.float32``.
+
+    The features are returned *unscaled*, in their original units: scaling is the
+    student's job, fitted on ``X_train`` only.
+    """
+    from sklearn import datasets
+    from sklearn.model_selection import train_test_split
+
+    if name not in SKLEARN_DATASETS:
+        raise ValueError(f"unknown data set {name!r}; available: {', '.join(SKLEARN_DATASETS)}")
+    _check_fractions(val_fraction, test_fraction)
+    bunch = getattr(datasets, f"load_{name}")()
+    X, y = bunch.data, bunch.target
+    idx = np.arange(len(y))
+    holdout = val_fraction + test_fraction
+    parts = {"train": idx, "val": idx[:0], "test": idx[:0]}
+    if holdout > 0:
+        parts["train"], rest = train_test_split(
+            idx, test_size=holdout, random_state=seed, stratify=y if stratify else None)
+        if val_fraction > 0 and test_fraction > 0:
+            parts["val"], parts["test"] = train_test_split(
+                rest, test_size=test_fraction / holdout, random_state=seed,
+                stratify=y[rest] if stratify else None)
+        else:
+            parts["val" if val_fraction > 0 else "test"] = rest
+
+    def tensors(i):
+        return torch.as_tensor(X[i], dtype=dtype), torch.as_tensor(y[i], dtype=torch.long)
+
+    feature_names = getattr(bunch, "feature_names", None)
+    if feature_names is None:
+        feature_names = [f"x{j}" for j in range(X.shape[1])]
+    return Splits(name, *tensors(parts["train"]), *tensors(parts["val"]), *tensors(parts["test"]),
+                  feature_names=tuple(str(f) for f in feature_names),
+                  target_names=tuple(str(t) for t in bunch.target_names))
+
+
+def cache_dir() -> Path:
+    """Where generated data is cached: ``$COURSEKIT_CACHE`` if set, else
+    ``$XDG_CACHE_HOME/coursekit``, else ``~/.cache/coursekit``."""
+    if os.environ.get("COURSEKIT_CACHE"):
+        return Path(os.environ["COURSEKIT_CACHE"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser() / "coursekit"
+
+
+def _generate_mnist1d(args: dict) -> dict[str, np.ndarray]:
+    from mnist1d.data import get_dataset_args, make_dataset
+    from mnist1d.utils import ObjectView
+
+    full = get_dataset_args(as_dict=True)
+    full.update(args)
+    state = np.random.get_state()  # make_dataset seeds numpy's global generator
+    try:
+        d = make_dataset(ObjectView(full))
+    finally:
+        np.random.set_state(state)
+    return {"x": d["x"], "y": d["y"], "x_test": d["x_test"], "y_test": d["y_test"]}
+
+
+def load_mnist1d(*, val_fraction: float = 0.2, split_seed: int = 0,
+                 dtype: torch.dtype = torch.float32, cache: str | os.PathLike | None = None,
+                 **dataset_args) -> Splits:
+    """MNIST-1D, generated locally and cached: 10 classes of 1D signals of length 40.
+
+    The defaults reproduce the standard data set (5000 samples, generation seed 42): the
+    generator's own 4000 / 1000 train/test split, and ``val_fraction`` of the 4000 training
+    signals held out (seeded by ``split_seed``) for validation.
+
+    Args:
+        val_fraction: fraction of the generator's training split used for validation. Default: 0.2.
+        split_seed: seed of the train/validation shuffle. Default: 0.
+        dtype: floating dtype of the signals. Default: ``torch.float32``.
+        cache: the cache directory; default :func:`cache_dir`.
+        **dataset_args: overrides of ``mnist1d.data.get_dataset_args()``, e.g.
+            ``num_samples=10000``, ``seed=1``, ``iid_noise_scale=0.05``, ``shuffle_seq=True``.
+
+    The first call generates the data (a few seconds) and saves it as
+    ``mnist1d-<hash of the arguments>.npz`` in the cache; later calls load that file.
+    """
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    from mnist1d.data import get_dataset_args
+
+    known = get_dataset_args(as_dict=True)
+    unknown = sorted(set(dataset_args) - set(known) - {"url"})
+    if unknown:
+        raise TypeError(f"unknown MNIST-1D argument(s) {unknown}; allowed: "
+                        f"{sorted(k for k in known if k != 'url')}")
+    dataset_args.pop("url", None)
+    key = hashlib.sha1(json.dumps(dataset_args, sort_keys=True).encode()).hexdigest()[:12]
+    folder = Path(cache).expanduser() if cache is not None else cache_dir()
+    path = folder / f"mnist1d-{key}.npz"
+    try:
+        with np.load(path) as f:
+            arrays = {k: f[k] for k in ("x", "y", "x_test", "y_test")}
+    except (OSError, KeyError, ValueError):  # missing or unreadable: (re)generate
+        arrays = _generate_mnist1d(dataset_args)
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)  # atomic: concurrent readers never see half a file
+
+    n = len(arrays["y"])
+    perm = np.random.default_rng(split_seed).permutation(n)
+    n_val = int(round(val_fraction * n))
+    val, train = perm[:n_val], perm[n_val:]
+
+    def x(a):
+        return torch.as_tensor(a, dtype=dtype)
+
+    def y(a):
+        return torch.as_tensor(a, dtype=torch.long)
+
+    length = arrays["x"].shape[1]
+    return Splits("mnist1d", x(arrays["x"][train]), y(arrays["y"][train]),
+                  x(arrays["x"][val]), y(arrays["y"][val]),
+                  x(arrays["x_test"]), y(arrays["y_test"]),
+                  feature_names=tuple(f"t{i}" for i in range(length)),
+                  target_names=tuple(str(d) for d in range(10)))
