@@ -5,6 +5,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# nbgrader runs helper programs (alembic) by name: the venv's tools come first
+export PATH := $(abspath $(VENV))/bin:$(PATH)
 
 .PHONY: help install book test release lock clean
 

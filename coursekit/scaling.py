@@ -71,7 +71,9 @@ class MinMaxScaler(_Scaler):
     Attributes (after :meth:`fit`):
         data_min_, data_max_: per-feature minimum and maximum of the training data, shape ``(D,)``.
         scale_: per-feature factor, ``(b - a) / (data_max_ - data_min_)``.
-        min_: per-feature offset, so that ``transform(X) = X * scale_ + min_``.
+        min_: per-feature offset, so that ``transform(X) = X * scale_ + min_`` (scikit-learn's
+            form; :meth:`transform` computes ``(X - data_min_) * scale_ + a``, which loses
+            less precision when the data sit far from 0).
         n_features_in_: the number of features ``D`` seen by :meth:`fit`.
 
     Shape:
@@ -110,12 +112,12 @@ class MinMaxScaler(_Scaler):
     def transform(self, X: torch.Tensor) -> torch.Tensor:
         """Scale ``X`` with the statistics from :meth:`fit` (the result may leave the range)."""
         X = self._check_fitted(X, "transform")
-        return X * self.scale_ + self.min_
+        return (X - self.data_min_) * self.scale_ + self.feature_range[0]
 
     def inverse_transform(self, X: torch.Tensor) -> torch.Tensor:
         """Undo :meth:`transform`: map scaled data back to the original units."""
         X = self._check_fitted(X, "inverse_transform")
-        return (X - self.min_) / self.scale_
+        return (X - self.feature_range[0]) / self.scale_ + self.data_min_
 
     def __repr__(self) -> str:
         return f"MinMaxScaler(feature_range={self.feature_range})"

@@ -1,0 +1,195 @@
+"""The machinery behind every assignment's check cells.
+
+A *check* takes the student's callable or class, runs it next to the ``coursekit``
+reference on seeded random inputs of several shapes plus edge cases, and compares type,
+shape, dtype and values (with :func:`torch.testing.assert_close`, never ``==``). It
+
+- runs quietly: warnings and anything written to stderr are swallowed, because nbgrader
+  scores a test cell 0 as soon as it writes to stderr;
+- fails with an :class:`AssertionError` whose message teaches: what was called, what was
+  expected, what came back, and the likely mistake when it recognises one;
+- returns its points, so that a test cell whose last expression is a check is worth
+  exactly what the check returns (nbgrader's partial credit).
+
+The checks of one assignment live in a module of their own (``coursekit.grading.scaling``);
+this module holds what they share. A check is written as a plain function decorated with
+:func:`check`::
+
+    @check
+    def check_square(student_fn, *, seed=0):
+        x = torch.randn(5, generator=torch.Generator().manual_seed(seed))
+        got = call(student_fn, x, what="square(x)")
+        assert_tensor(got, x * x, what="square(x)")
+
+    check_square(my_square, points=2)   # -> 2.0, or an AssertionError that teaches
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import io
+import os
+import sys
+import warnings
+from typing import Callable, Mapping
+
+import torch
+from torch.testing import assert_close as _assert_close  # kept private: see integrity below
+
+__all__ = ["check", "quiet", "call", "assert_tensor", "CheckFailure"]
+
+
+class CheckFailure(AssertionError):
+    """A failed check. Its message is meant for the student."""
+
+
+@contextlib.contextmanager
+def quiet():
+    """Silence Python warnings and everything written to stderr, also by C/C++ code.
+
+    nbgrader gives 0 points to a test cell that writes to stderr, even when every check in
+    it passed, so a correct answer that triggers, say, a PyTorch ``UserWarning`` would lose
+    its points. Inside this context stderr goes nowhere: at the Python level
+    (``sys.stderr``) and at the file-descriptor level (fd 2), where extension modules and
+    Jupyter kernels write.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with contextlib.redirect_stderr(io.StringIO()), _fd2_to_devnull():
+            yield
+
+
+@contextlib.contextmanager
+def _fd2_to_devnull():
+    try:
+        sys.__stderr__ and sys.__stderr__.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no file descriptor 2 (some embedded interpreters)
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def check(fn: Callable) -> Callable:
+    """Turn a function that raises on a wrong answer into a graded check.
+
+    The decorated function gains a keyword argument ``points`` (default 1). It runs in
+    :func:`quiet`, and returns ``float(points)`` when nothing failed. A :class:`CheckFailure`
+    keeps its message; any other exception escaping the check is a bug in the check and
+    propagates unchanged.
+    """
+
+    @functools.wraps(fn)
+    def graded(*args, points: float = 1.0, **kwargs) -> float:
+        if isinstance(points, bool) or not isinstance(points, (int, float)) or points < 0:
+            raise ValueError(f"points must be a non-negative number, got {points!r}")
+        with quiet():
+            try:
+                fn(*args, **kwargs)
+            except CheckFailure as failure:
+                message = str(failure)
+            else:
+                return float(points)
+        # raised outside quiet() and outside the check's frames: the student sees the message
+        raise CheckFailure(message)
+
+    return graded
+
+
+def call(fn: Callable, *args, what: str, **kwargs):
+    """Call student code; an exception it raises becomes a :class:`CheckFailure` naming the call."""
+    try:
+        return fn(*args, **kwargs)
+    except NotImplementedError:
+        raise CheckFailure(f"{what} raised NotImplementedError: replace the "
+                           f"`raise NotImplementedError()` line with your implementation.") from None
+    except Exception as e:  # noqa: BLE001 - any error in student code is reported, not raised
+        raise CheckFailure(f"{what} raised {type(e).__name__}: {e}") from None
+
+
+def _describe(x) -> str:
+    if isinstance(x, torch.Tensor):
+        return f"tensor of shape {tuple(x.shape)}, dtype {x.dtype}"
+    return f"{type(x).__name__} {x!r}"[:200]
+
+
+def _preview(t: torch.Tensor, n: int = 6) -> str:
+    flat = t.detach().reshape(-1)[:n].tolist()
+    more = " ..." if t.numel() > n else ""
+    return "[" + ", ".join(f"{v:.6g}" for v in flat) + more + "]"
+
+
+def assert_tensor(got, expected: torch.Tensor, *, what: str,
+                  mistakes: Mapping[str, torch.Tensor] | None = None,
+                  scale: torch.Tensor | None = None) -> None:
+    """Compare a student's result with the reference and explain any difference.
+
+    Checks, in order: that ``got`` is exactly a ``torch.Tensor`` (an object that merely
+    claims equality does not pass), its shape, its dtype, NaN/inf, then the values with
+    :func:`torch.testing.assert_close` and the default tolerances of the dtype.
+
+    Args:
+        got: what the student's code returned.
+        expected: the reference result.
+        what: the call that produced ``got``, as the student would write it.
+        mistakes: known wrong answers, ``{explanation: tensor that mistake produces}``.
+            When ``got`` matches one (and it differs from ``expected``), its explanation
+            is the hint.
+        scale: the magnitude that rounding errors are relative to, broadcastable to
+            ``expected`` (e.g. per column). Values are compared after dividing by it, so
+            a float32 result is judged by float32 precision of the numbers it came from.
+    """
+    if type(got) is not torch.Tensor:
+        raise CheckFailure(f"{what} should return a torch.Tensor, but returned a "
+                           f"{_describe(got)}.")
+    if got.shape != expected.shape:
+        raise CheckFailure(f"{what} returned shape {tuple(got.shape)}, expected "
+                           f"{tuple(expected.shape)}. Did you reduce over the wrong dimension "
+                           f"or forget to keep one?")
+    if got.dtype != expected.dtype:
+        raise CheckFailure(f"{what} returned dtype {got.dtype}, expected {expected.dtype}: "
+                           f"the result should keep the dtype of the input (avoid creating "
+                           f"float32 tensors or converting with .float()/.double()).")
+    got = got.detach()
+    bad = ~torch.isfinite(got) & torch.isfinite(expected)
+    if bad.any():
+        idx = tuple(int(i) for i in bad.nonzero()[0])
+        raise CheckFailure(f"{what} returned {got[idx].item()} at index {idx}, where "
+                           f"{expected[idx].item():.6g} was expected. A NaN or inf usually "
+                           f"means a division by zero (is some denominator 0 for this input?) "
+                           f"or an overflow.")
+    if _close(got, expected, scale):
+        return
+    diff = (got.to(expected.device) - expected).abs()
+    diff = torch.where(torch.isnan(diff), torch.zeros_like(diff), diff)
+    idx = tuple(int(i) for i in (diff == diff.max()).nonzero()[0])
+    lines = [f"{what} returned wrong values.",
+             f"  expected: {_preview(expected)}",
+             f"  got:      {_preview(got)}",
+             f"  largest difference {diff.max().item():.3g} at index {idx}"]
+    for explanation, wrong in (mistakes or {}).items():
+        wrong = wrong.to(expected.dtype)
+        if _close(got, wrong, scale) and not _close(wrong, expected, scale):
+            lines.append(f"Likely mistake: {explanation}")
+            break
+    raise CheckFailure("\n".join(lines))
+
+
+def _close(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor | None) -> bool:
+    if a.shape != b.shape:
+        return False
+    b = b.detach().to(a.device)
+    if scale is not None:
+        scale = scale.to(a.device, a.dtype)
+        a, b = a / scale, b / scale
+    try:
+        _assert_close(a, b, equal_nan=True)
+    except AssertionError:
+        return False
+    return True

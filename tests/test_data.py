@@ -1,0 +1,99 @@
+"""coursekit.data: offline data sets with seeded splits, MNIST-1D generated and cached."""
+import numpy as np
+import pytest
+import torch
+
+from coursekit import data
+
+
+@pytest.mark.parametrize("name", data.SKLEARN_DATASETS)
+def test_sklearn_splits_partition_the_data(name):
+    d = data.load_sklearn(name, seed=3)
+    parts = [(d.X_train, d.y_train), (d.X_val, d.y_val), (d.X_test, d.y_test)]
+    n = sum(len(y) for _, y in parts)
+    X_all = torch.cat([X for X, _ in parts])
+    assert X_all.dtype == torch.float32 and d.y_train.dtype == torch.long
+    assert abs(len(d.y_test) - 0.2 * n) <= 1 and abs(len(d.y_val) - 0.2 * n) <= 1
+    assert d.num_features == X_all.shape[1] and d.num_classes == int(d.y_train.max()) + 1
+    assert len(d.feature_names) == d.num_features
+
+
+def test_sklearn_split_is_disjoint_and_complete():
+    from sklearn.datasets import load_iris
+    full = torch.as_tensor(load_iris().data, dtype=torch.float64)
+    d = data.load_sklearn("iris", seed=0, dtype=torch.float64)
+    rows = torch.cat([d.X_train, d.X_val, d.X_test])
+    assert rows.shape == full.shape
+    # same multiset of rows: sort both lexicographically
+    def canon(t):
+        return sorted(map(tuple, t.tolist()))
+    assert canon(rows) == canon(full)
+
+
+def test_sklearn_seed_determines_the_split():
+    a, b = data.load_sklearn("wine", seed=1), data.load_sklearn("wine", seed=1)
+    c = data.load_sklearn("wine", seed=2)
+    assert torch.equal(a.X_train, b.X_train) and torch.equal(a.y_test, b.y_test)
+    assert not torch.equal(a.X_train, c.X_train)
+
+
+def test_sklearn_stratified():
+    d = data.load_sklearn("iris", seed=0)
+    for y in (d.y_train, d.y_val, d.y_test):
+        counts = torch.bincount(y, minlength=3)
+        assert counts.max() - counts.min() <= 1
+
+
+def test_sklearn_fractions_zero():
+    d = data.load_sklearn("iris", val_fraction=0.0, test_fraction=0.3, seed=0)
+    assert len(d.y_val) == 0 and len(d.y_test) == 45 and len(d.y_train) == 105
+
+
+@pytest.mark.parametrize("kwargs, pattern", [
+    ({"name": "mnist"}, r"unknown data set 'mnist'; available: iris, wine, digits, breast_cancer"),
+    ({"name": "iris", "val_fraction": 1.5}, r"val_fraction must be in \[0, 1\), got 1.5"),
+    ({"name": "iris", "val_fraction": 0.5, "test_fraction": 0.5}, r"must be < 1 .* got 0.5 \+ 0.5"),
+])
+def test_sklearn_errors(kwargs, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        data.load_sklearn(**kwargs)
+
+
+def test_mnist1d_generated_cached_and_offline(tmp_path, monkeypatch):
+    import mnist1d.data
+    monkeypatch.setattr(mnist1d.data, "get_dataset", lambda *a, **k: pytest.fail("get_dataset downloads"))
+    state = np.random.get_state()[1].copy()
+    d = data.load_mnist1d(cache=tmp_path)
+    assert np.array_equal(np.random.get_state()[1], state), "numpy's global RNG was changed"
+    assert (d.X_train.shape, d.X_val.shape, d.X_test.shape) == ((3200, 40), (800, 40), (1000, 40))
+    assert d.num_classes == 10 and set(d.y_train.unique().tolist()) == set(range(10))
+    files = list(tmp_path.glob("mnist1d-*.npz"))
+    assert len(files) == 1
+    # the second call loads the cache instead of generating
+    monkeypatch.setattr(data, "_generate_mnist1d", lambda args: pytest.fail("regenerated"))
+    again = data.load_mnist1d(cache=tmp_path)
+    assert torch.equal(again.X_test, d.X_test) and torch.equal(again.y_train, d.y_train)
+
+
+def test_mnist1d_arguments_and_cache_env(tmp_path, monkeypatch):
+    monkeypatch.setenv("COURSEKIT_CACHE", str(tmp_path / "env-cache"))
+    small = data.load_mnist1d(num_samples=200, seed=7, val_fraction=0.25)
+    assert len(small.y_train) + len(small.y_val) == 160 and len(small.y_val) == 40
+    assert len(list((tmp_path / "env-cache").glob("mnist1d-*.npz"))) == 1
+    # a different split seed reshuffles train/val, not the data
+    other = data.load_mnist1d(num_samples=200, seed=7, val_fraction=0.25, split_seed=1)
+    assert torch.equal(other.X_test, small.X_test)
+    assert not torch.equal(other.X_val, small.X_val)
+
+
+def test_mnist1d_corrupt_cache_is_regenerated(tmp_path):
+    d = data.load_mnist1d(cache=tmp_path, num_samples=100)
+    (path,) = tmp_path.glob("mnist1d-*.npz")
+    path.write_bytes(b"not a zip file")
+    again = data.load_mnist1d(cache=tmp_path, num_samples=100)
+    assert torch.equal(again.X_train, d.X_train)
+
+
+def test_mnist1d_rejects_unknown_argument(tmp_path):
+    with pytest.raises(TypeError, match=r"unknown MNIST-1D argument\(s\) \['num_sample'\]"):
+        data.load_mnist1d(cache=tmp_path, num_sample=10)
