@@ -25,3 +25,4 @@ c.Execute.interrupt_on_timeout = True
 # stderr themselves; the grading kernel also starts with warnings and progress bars off.
 os.environ.setdefault("PYTHONWARNINGS", "ignore")
 os.environ.setdefault("COURSEKIT_PROGRESS", "0")
+os.environ.setdefault("COURSEKIT_QUIET", "1")

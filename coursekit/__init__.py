@@ -5,6 +5,12 @@ Modules (one concept each):
 
 - :mod:`coursekit.scaling`: feature scaling (``MinMaxScaler``, ``StandardScaler``) for tensors.
 - :mod:`coursekit.data`: offline data sets as tensors with seeded train/validation/test splits.
+- :mod:`coursekit.linear`: condition numbers and gradient descent for linear models.
+- :mod:`coursekit.train`: ``fit``, ``evaluate``, ``predict`` and ``fit_seeds``, on CPU, GPU or
+  several processes; :mod:`coursekit.callbacks` (``EarlyStopping``, ...) and
+  :mod:`coursekit.distributed` (DDP set-up, ``SyncBatchNorm``) beside it.
+- :mod:`coursekit.measure`: per-layer activation and gradient statistics, recorded by hooks.
+- :mod:`coursekit.plots`: the figures the chapters share (seed bands, sweeps, layer statistics).
 - :mod:`coursekit.grading`: the machinery behind the assignments' check cells.
 """
 __version__ = "0.1.0"

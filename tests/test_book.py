@@ -36,7 +36,7 @@ def site(tmp_path_factory) -> Path:
     ignore = shutil.ignore_patterns(".venv", "_build", ".git", "__pycache__", ".pytest_cache",
                                     "submitted", "autograded", "feedback", "gradebook.db")
     shutil.copytree(ROOT, src, ignore=ignore, dirs_exist_ok=True)
-    result = subprocess.run(["jupyter-book", "build", str(src), "--warningiserror"],
+    result = subprocess.run(["jupyter-book", "build", ".", "--warningiserror"], cwd=src,
                             env=tool_env(COURSEKIT_PROGRESS="0"), capture_output=True, text=True, timeout=900)
     if result.returncode != 0:
         pytest.fail(f"the book did not build:\n{result.stdout[-6000:]}\n{result.stderr[-3000:]}")
