@@ -49,7 +49,7 @@ def normalized(path: Path) -> dict:
 
 
 def test_assignments_exist():
-    assert "scaling" in ASSIGNMENTS
+    assert {"scaling", "batchnorm"} <= set(ASSIGNMENTS)
 
 
 @pytest.mark.parametrize("assignment", ASSIGNMENTS)
@@ -83,7 +83,7 @@ def test_release_holds_no_solution_or_hidden_test():
             assert marker not in text, f"{path} contains {marker!r}"
 
 
-# --- autograding a class of scaling submissions ------------------------------------------------
+# --- autograding a class of submissions ---------------------------------------------------------
 
 def edited(source_nb: dict, edits: list[tuple[str, str, str]]) -> dict:
     """The notebook with text replaced in the cells named by grade_id."""
@@ -99,90 +99,116 @@ def edited(source_nb: dict, edits: list[tuple[str, str, str]]) -> dict:
 MINMAX_RETURN = "return (X - self.data_min) / self.data_range * (high - low) + low"
 STD_RETURN = "return (X - self.mean) / self.scale"
 
+# assignment -> student -> (edits of the solution notebook, grade cells expected to score 0)
 SUBMISSIONS = {
-    # student: (edits of the solution notebook, grade cells expected to score 0)
-    "correct": ([], set()),
-    "refit_in_transform": ([
-        ("min_max_scaler", MINMAX_RETURN,
-         "lo, hi = X.amin(dim=0), X.amax(dim=0)\n        return (X - lo) / (hi - lo) * (high - low) + low"),
-        ("standard_scaler", STD_RETURN, "return (X - X.mean(dim=0)) / X.std(dim=0, correction=0)"),
-    # (refitting on a constant column also divides by zero: the edge-case checks catch it too)
-    ], {"check_min_max_transform", "hidden_min_max", "check_standard_transform", "hidden_standard",
-        "check_min_max_edge_cases", "check_standard_edge_cases"}),
-    "nan_on_constant_feature": ([
-        ("min_max_scaler", "torch.where(data_range == 0, torch.ones_like(data_range), data_range)", "data_range"),
-        ("standard_scaler", "torch.where(std == 0, torch.ones_like(std), std)", "std"),
-    ], {"check_min_max_edge_cases", "hidden_min_max", "check_standard_edge_cases", "hidden_standard"}),
-    "unbiased_std": ([
-        ("standard_scaler", "X.std(dim=0, correction=0)", "X.std(dim=0)"),
-    ], {"check_standard_transform", "check_standard_inverse", "check_standard_edge_cases", "hidden_standard"}),
-    "broken_inverse": ([
-        ("min_max_scaler", "return (X - low) / (high - low) * self.data_range + self.data_min",
-         "return X * self.data_range + self.data_min"),
-        ("standard_scaler", "return X * self.scale + self.mean", "return X * self.scale"),
-    ], {"check_min_max_inverse", "hidden_min_max", "check_standard_inverse", "hidden_standard"}),
-    "correct_but_noisy": ([
-        ("min_max_scaler", MINMAX_RETURN,
-         "import sys, warnings\n        warnings.warn('a UserWarning from the student', UserWarning)\n"
-         "        print('debug output on stderr', file=sys.stderr)\n        " + MINMAX_RETURN),
-    ], set()),
+    "scaling": {
+        "correct": ([], set()),
+        "refit_in_transform": ([
+            ("min_max_scaler", MINMAX_RETURN,
+             "lo, hi = X.amin(dim=0), X.amax(dim=0)\n        return (X - lo) / (hi - lo) * (high - low) + low"),
+            ("standard_scaler", STD_RETURN, "return (X - X.mean(dim=0)) / X.std(dim=0, correction=0)"),
+        # (refitting on a constant column also divides by zero: the edge-case checks catch it too)
+        ], {"check_min_max_transform", "hidden_min_max", "check_standard_transform", "hidden_standard",
+            "check_min_max_edge_cases", "check_standard_edge_cases"}),
+        "nan_on_constant_feature": ([
+            ("min_max_scaler", "torch.where(data_range == 0, torch.ones_like(data_range), data_range)", "data_range"),
+            ("standard_scaler", "torch.where(std == 0, torch.ones_like(std), std)", "std"),
+        ], {"check_min_max_edge_cases", "hidden_min_max", "check_standard_edge_cases", "hidden_standard"}),
+        "unbiased_std": ([
+            ("standard_scaler", "X.std(dim=0, correction=0)", "X.std(dim=0)"),
+        ], {"check_standard_transform", "check_standard_inverse", "check_standard_edge_cases", "hidden_standard"}),
+        "broken_inverse": ([
+            ("min_max_scaler", "return (X - low) / (high - low) * self.data_range + self.data_min",
+             "return X * self.data_range + self.data_min"),
+            ("standard_scaler", "return X * self.scale + self.mean", "return X * self.scale"),
+        ], {"check_min_max_inverse", "hidden_min_max", "check_standard_inverse", "hidden_standard"}),
+        "correct_but_noisy": ([
+            ("min_max_scaler", MINMAX_RETURN,
+             "import sys, warnings\n        warnings.warn('a UserWarning from the student', UserWarning)\n"
+             "        print('debug output on stderr', file=sys.stderr)\n        " + MINMAX_RETURN),
+        ], set()),
+    },
+    "batchnorm": {
+        "correct": ([], set()),
+        "keras_momentum_and_no_variance_path": ([
+            ("batch_norm", "running_mean.mul_(1 - momentum).add_(momentum * mean)",
+             "running_mean.mul_(momentum).add_((1 - momentum) * mean)"),
+            ("batch_norm_backward", "- x_hat * (g * x_hat).sum(dim=dims, keepdim=True))", ")"),
+        ], {"check_batch_norm_running_stats", "hidden_batch_norm", "check_batch_norm_backward", "hidden_backward"}),
+        "batch_statistics_in_eval": ([
+            ("batch_norm", "    else:\n        mean, var = running_mean, running_var",
+             "    else:\n        mean, var = input.mean(dim=dims), input.var(dim=dims, correction=0)"),
+        ], {"check_batch_norm_eval", "hidden_batch_norm"}),
+    },
 }
+MANUAL = {"answer"}  # grade cells graded by hand
+AUTOGRADED_MAX = {"scaling": 20, "batchnorm": 20}
+TOTAL_MAX = {"scaling": 25, "batchnorm": 25}
+CASES = [(a, s) for a in SUBMISSIONS for s in SUBMISSIONS[a]]
 
 
 @pytest.fixture(scope="module")
 def graded(course):
-    source = json.loads((course / "solutions" / "scaling" / "scaling.ipynb").read_text())
-    for student, (edits, _) in SUBMISSIONS.items():
-        folder = course / "submitted" / student / "scaling"
+    """Autograde every assignment for a class of crafted submissions; return the exported
+    totals and the per-cell auto scores from the gradebook."""
+    for assignment, students in SUBMISSIONS.items():
+        source = json.loads((course / "solutions" / assignment / f"{assignment}.ipynb").read_text())
+        for student, (edits, _) in students.items():
+            folder = course / "submitted" / student / assignment
+            folder.mkdir(parents=True)
+            (folder / f"{assignment}.ipynb").write_text(json.dumps(edited(source, edits)))
+        folder = course / "submitted" / "unchanged_release" / assignment
         folder.mkdir(parents=True)
-        (folder / "scaling.ipynb").write_text(json.dumps(edited(source, edits)))
-    folder = course / "submitted" / "unchanged_release" / "scaling"
-    folder.mkdir(parents=True)
-    shutil.copy(course / "exercises" / "scaling" / "scaling.ipynb", folder)
-
-    nbgrader(course, "autograde", "scaling")
+        shutil.copy(course / "exercises" / assignment / f"{assignment}.ipynb", folder)
+        nbgrader(course, "autograde", assignment)
     nbgrader(course, "export")
     with open(course / "grades.csv") as f:
-        totals = {row["student_id"]: row for row in csv.DictReader(f)}
+        totals = {(row["assignment"], row["student_id"]): row for row in csv.DictReader(f)}
 
     from nbgrader.api import Gradebook
     cells = {}
     with Gradebook(f"sqlite:///{course / 'gradebook.db'}", "normcourse") as gb:
-        for student in totals:
-            nb = gb.find_submission_notebook("scaling", "scaling", student)
-            cells[student] = {g.name: (g.auto_score, g.max_score) for g in nb.grades}
+        for assignment, students in SUBMISSIONS.items():
+            for student in [*students, "unchanged_release"]:
+                nb = gb.find_submission_notebook(assignment, assignment, student)
+                cells[assignment, student] = {g.name: (g.auto_score, g.max_score) for g in nb.grades}
     return totals, cells
 
 
-def autograded_max(cells: dict) -> float:
-    return sum(mx for name, (auto, mx) in cells.items() if name != "answer")
-
-
-def test_solution_gets_every_autograded_point(graded):
+@pytest.mark.parametrize("assignment", list(SUBMISSIONS))
+def test_solution_gets_every_autograded_point(graded, assignment):
     totals, cells = graded
-    assert autograded_max(cells["correct"]) == 20
-    for name, (auto, mx) in cells["correct"].items():
-        if name == "answer":
+    scores = cells[assignment, "correct"]
+    assert sum(mx for name, (auto, mx) in scores.items() if name not in MANUAL) == AUTOGRADED_MAX[assignment]
+    for name, (auto, mx) in scores.items():
+        if name in MANUAL:
             assert auto is None, "the free-text answer is graded by hand"
         else:
             assert auto == mx, f"the solution lost points in {name}"
-    assert float(totals["correct"]["score"]) == 20.0
-    assert float(totals["correct"]["max_score"]) == 25.0
+    assert float(totals[assignment, "correct"]["score"]) == AUTOGRADED_MAX[assignment]
+    assert float(totals[assignment, "correct"]["max_score"]) == TOTAL_MAX[assignment]
 
 
-def test_unchanged_release_scores_zero_without_breaking_the_batch(graded):
+@pytest.mark.parametrize("assignment", list(SUBMISSIONS))
+def test_unchanged_release_scores_zero_without_breaking_the_batch(graded, assignment):
     totals, cells = graded
-    assert float(totals["unchanged_release"]["score"]) == 0.0
-    assert all(auto == 0 for auto, _ in cells["unchanged_release"].values())
-    assert set(totals) == set(SUBMISSIONS) | {"unchanged_release"}, "every student is graded"
+    assert float(totals[assignment, "unchanged_release"]["score"]) == 0.0
+    assert all(auto == 0 for auto, _ in cells[assignment, "unchanged_release"].values())
+    for student in SUBMISSIONS[assignment]:
+        assert (assignment, student) in totals, f"{student} is missing from the exported grades"
+    # a student who submitted nothing for this assignment is exported with 0, not dropped
+    others = {s for a in SUBMISSIONS for s in SUBMISSIONS[a]} - set(SUBMISSIONS[assignment])
+    for student in others:
+        assert float(totals[assignment, student]["score"]) == 0.0
 
 
-@pytest.mark.parametrize("student", [s for s in SUBMISSIONS if s != "correct"])
-def test_each_submission_loses_exactly_the_points_of_its_mistake(graded, student):
+@pytest.mark.parametrize("assignment, student", [c for c in CASES if c[1] != "correct"])
+def test_each_submission_loses_exactly_the_points_of_its_mistake(graded, assignment, student):
     totals, cells = graded
-    expected_zero = SUBMISSIONS[student][1]
-    got_zero = {name for name, (auto, mx) in cells[student].items() if name != "answer" and auto == 0}
-    partial = {name for name, (auto, mx) in cells[student].items() if name != "answer" and 0 < auto < mx}
+    scores = cells[assignment, student]
+    expected_zero = SUBMISSIONS[assignment][student][1]
+    got_zero = {name for name, (auto, mx) in scores.items() if name not in MANUAL and auto == 0}
+    partial = {name for name, (auto, mx) in scores.items() if name not in MANUAL and 0 < auto < mx}
     assert got_zero == expected_zero and not partial
-    lost = sum(cells[student][name][1] for name in expected_zero)
-    assert float(totals[student]["score"]) == 20.0 - lost
+    lost = sum(scores[name][1] for name in expected_zero)
+    assert float(totals[assignment, student]["score"]) == AUTOGRADED_MAX[assignment] - lost

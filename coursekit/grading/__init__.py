@@ -36,7 +36,7 @@ from typing import Callable, Mapping
 import torch
 from torch.testing import assert_close as _assert_close  # kept private: see integrity below
 
-__all__ = ["check", "quiet", "call", "assert_tensor", "CheckFailure"]
+__all__ = ["check", "quiet", "call", "forbid", "assert_tensor", "CheckFailure"]
 
 
 class CheckFailure(AssertionError):
@@ -102,15 +102,38 @@ def check(fn: Callable) -> Callable:
     return graded
 
 
-def call(fn: Callable, *args, what: str, **kwargs):
-    """Call student code; an exception it raises becomes a :class:`CheckFailure` naming the call."""
+def call(fn: Callable, *args, what: str, hint: str | None = None, **kwargs):
+    """Call student code; an exception it raises becomes a :class:`CheckFailure` naming the
+    call (and adding ``hint``, the likely cause, when given)."""
     try:
         return fn(*args, **kwargs)
     except NotImplementedError:
         raise CheckFailure(f"{what} raised NotImplementedError: replace the "
                            f"`raise NotImplementedError()` line with your implementation.") from None
     except Exception as e:  # noqa: BLE001 - any error in student code is reported, not raised
-        raise CheckFailure(f"{what} raised {type(e).__name__}: {e}") from None
+        message = f"{what} raised {type(e).__name__}: {e}"
+        raise CheckFailure(message + (f"\nLikely cause: {hint}" if hint else "")) from None
+
+
+@contextlib.contextmanager
+def forbid(targets, *, reason: str):
+    """Inside the block, calling any of ``targets`` (pairs ``(owner, attribute name)``, e.g.
+    ``(torch.nn.functional, "batch_norm")``) raises a :class:`CheckFailure` with ``reason``:
+    an assignment that asks students to implement a function checks that they did not call
+    the ready-made one. The originals are restored on exit. This catches honest shortcuts,
+    not determined cheating (see the integrity notes of the grading documentation)."""
+    saved = [(owner, name, getattr(owner, name)) for owner, name in targets]
+
+    def refuse(*args, **kwargs):
+        raise CheckFailure(reason)
+
+    try:
+        for owner, name, _ in saved:
+            setattr(owner, name, refuse)
+        yield
+    finally:
+        for owner, name, original in saved:
+            setattr(owner, name, original)
 
 
 def _describe(x) -> str:

@@ -1,0 +1,292 @@
+"""Checks for the ``batchnorm`` assignment: the student's ``batch_norm`` and ``batch_norm_backward``.
+
+Each check compares the student's function with :mod:`coursekit.norm` on seeded random
+inputs of shapes ``(N, C)``, ``(N, C, L)`` and ``(N, C, H, W)`` whose channels have
+different means and spreads, in float32 and float64, recognises the classic mistakes and
+returns its points (see :mod:`coursekit.grading`)::
+
+    check_batch_norm_train(batch_norm, points=4)
+    check_batch_norm_backward(batch_norm_backward, points=5)
+"""
+from __future__ import annotations
+
+import functools
+from typing import Sequence
+
+import torch
+
+from coursekit import norm as _reference
+from coursekit.grading import CheckFailure, assert_tensor, call, check, forbid
+
+__all__ = ["check_batch_norm_train", "check_batch_norm_running_stats", "check_batch_norm_eval",
+           "check_batch_norm_backward"]
+
+DEFAULT_SHAPES = ((16, 3), (8, 4, 5), (4, 3, 5, 6))
+DEFAULT_DTYPES = (torch.float32, torch.float64)
+
+
+# --- data ----------------------------------------------------------------------------------
+
+def _case(shape, dtype, gen):
+    """An input whose channels differ in mean and spread, parameters and running statistics."""
+    C = shape[1]
+    channel = (1, C) + (1,) * (len(shape) - 2)
+    f64 = dict(generator=gen, dtype=torch.float64)
+    x = torch.randn(shape, **f64) * (0.2 + 3 * torch.rand(C, **f64)).view(channel) \
+        + (4 * torch.randn(C, **f64)).view(channel)
+    weight = 0.5 + torch.rand(C, **f64)
+    bias = torch.randn(C, **f64)
+    running_mean = torch.randn(C, **f64)
+    running_var = 0.5 + torch.rand(C, **f64)
+    return [t.to(dtype) for t in (x, weight, bias, running_mean, running_var)]
+
+
+def _cases(seed, shapes, dtypes, min_values=2):
+    """Seeded cases; training needs ``min_values=2`` values per channel (a variance)."""
+    gen = torch.Generator().manual_seed(seed)
+    for dtype in dtypes:
+        for shape in shapes:
+            if len(shape) < 2 or min(shape) < 1 or shape[0] * _prod(shape[2:]) < min_values:
+                raise ValueError(f"shapes must be (N, C, *) with at least {min_values} value(s) "
+                                 f"per channel, got {shape}")
+            yield _case(shape, dtype, gen)
+
+
+def _prod(values) -> int:
+    out = 1
+    for v in values:
+        out *= v
+    return out
+
+
+def _describe(x, **options) -> str:
+    extra = "".join(f", {k}={v}" for k, v in options.items())
+    return f"batch_norm(x of shape {tuple(x.shape)} {x.dtype}{extra})"
+
+
+def _dims(x):
+    return [0, *range(2, x.dim())]
+
+
+def _view(t, x):
+    return t.view((1, x.shape[1]) + (1,) * (x.dim() - 2))
+
+
+# --- known mistakes, as the wrong results they produce --------------------------------------
+
+def _forward_mistakes(x, weight, bias, eps):
+    dims = _dims(x)
+    w = 1 if weight is None else _view(weight, x)
+    b = 0 if bias is None else _view(bias, x)
+    mean, var = x.mean(dims), x.var(dims, correction=0)
+    unbiased = x.var(dims, correction=1)
+    out = {
+        "the batch is normalized with the unbiased variance (divide by m - 1). Batch norm "
+        "normalizes with the biased variance (divide by m = number of values per channel); "
+        "only running_var stores the unbiased one.":
+            (x - _view(mean, x)) / torch.sqrt(_view(unbiased, x) + eps) * w + b,
+        "eps is added outside the square root: use sqrt(var + eps), not sqrt(var) + eps.":
+            (x - _view(mean, x)) / (torch.sqrt(_view(var, x)) + eps) * w + b,
+        "eps is missing: divide by sqrt(var + eps).":
+            (x - _view(mean, x)) / torch.sqrt(_view(var, x)) * w + b,
+        "gamma and beta are swapped: y = x_hat * weight + bias.":
+            (x - _view(mean, x)) / torch.sqrt(_view(var, x) + eps) * (0 if bias is None else _view(bias, x))
+            + (0 if weight is None else _view(weight, x)),
+    }
+    if x.dim() > 2:
+        batch_only = x.mean(0, keepdim=True), x.var(0, correction=0, keepdim=True)
+        out["the statistics are taken over the batch dimension only: for an input (N, C, *) "
+            "each channel is normalized over N and every position (*), i.e. over every "
+            "dimension except 1."] = (x - batch_only[0]) / torch.sqrt(batch_only[1] + eps) * w + b
+    over_c = x.mean(1, keepdim=True), x.var(1, correction=0, keepdim=True)
+    out["the statistics are taken over the channels (dim 1). Batch norm normalizes each "
+        "channel separately, over the batch (and positions): reduce over every dimension "
+        "except 1."] = (x - over_c[0]) / torch.sqrt(over_c[1] + eps) * w + b
+    all_dims = x.mean(), x.var(correction=0)
+    out["the statistics are taken over the whole tensor: batch norm computes one mean and "
+        "one variance per channel (dimension 1)."] = (x - all_dims[0]) / torch.sqrt(all_dims[1] + eps) * w + b
+    return out
+
+
+def _running_mistakes(x, running, batch_stat, unbiased_stat, momentum, which):
+    out = {
+        f"{which} was not updated. In training mode update it in place "
+        f"({which}.mul_(1 - momentum).add_(momentum * batch_value)); assigning a new tensor "
+        f"to the argument's name does not change the caller's tensor.": running,
+        f"{which} uses the Keras convention, momentum * running + (1 - momentum) * batch. "
+        f"PyTorch's is the opposite: (1 - momentum) * running + momentum * batch.":
+            momentum * running + (1 - momentum) * unbiased_stat,
+        f"{which} was replaced by the batch value instead of being averaged with momentum.":
+            unbiased_stat,
+    }
+    if which == "running_var":
+        out["running_var is updated with the biased variance; PyTorch stores the unbiased one "
+            "(multiply the batch variance by m / (m - 1), m = values per channel)."] = \
+            (1 - momentum) * running + momentum * batch_stat
+    return out
+
+
+def _backward_mistakes(grad, x, weight, eps):
+    dims = _dims(x)
+    mean = x.mean(dims, keepdim=True)
+    inv_std = torch.rsqrt(x.var(dims, correction=0, keepdim=True) + eps)
+    x_hat = (x - mean) * inv_std
+    g = grad if weight is None else grad * _view(weight, x)
+    return {
+        "grad_input ignores that the mean and the variance depend on every input of the "
+        "channel: it is not just grad * weight / sqrt(var + eps).": g * inv_std,
+        "grad_input ignores the path through the mean: subtract the channel mean of "
+        "grad * weight as well.":
+            inv_std * (g - x_hat * (g * x_hat).mean(dims, keepdim=True)),
+        "grad_input ignores the path through the variance: also subtract "
+        "x_hat * mean(grad * weight * x_hat) over the channel.":
+            inv_std * (g - g.mean(dims, keepdim=True)),
+    }
+
+
+# --- the checks -----------------------------------------------------------------------------
+
+def _refuse_reference(fn, name):
+    module = getattr(fn, "__module__", "") or ""
+    if module.startswith(("coursekit", "torch")):
+        raise CheckFailure(f"{name} must be your own function, written in the solution cell; "
+                           f"it comes from {module!r}.")
+
+
+# The reference is called through these names, taken before any ready-made function is
+# forbidden inside a check.
+_ref_forward, _ref_backward = _reference.batch_norm, _reference.batch_norm_backward
+_READY_MADE = [(torch.nn.functional, "batch_norm"), (torch, "batch_norm"),
+               (torch, "native_batch_norm"), (_reference, "batch_norm"),
+               (_reference, "batch_norm_backward")]
+
+
+_SHAPES_HINT = ("running_mean, running_var, weight and bias all have shape (C,): compute the "
+                "statistics per channel, reducing over every dimension except 1 (for an input "
+                "(N, C, H, W): over N, H and W), and reshape (C,) vectors to (1, C, 1, 1) to "
+                "broadcast them against the input.")
+
+
+def _checks(name: str):
+    """Make a graded check of a function that checks the student's ``name``: it refuses a
+    ready-made function, and forbids calling one while the student's code runs."""
+    def decorate(body):
+        @functools.wraps(body)
+        def run(student_fn, **kwargs):
+            _refuse_reference(student_fn, name)
+            with forbid(_READY_MADE, reason="your code calls a ready-made batch normalization "
+                        "(torch.nn.functional.batch_norm or coursekit.norm); write it with "
+                        "plain tensor operations (mean, var, sqrt, ...)."):
+                body(student_fn, **kwargs)
+        return check(run)
+    return decorate
+
+
+@_checks("batch_norm")
+def check_batch_norm_train(batch_norm, *, seed: int = 0,
+                           shapes: Sequence[tuple[int, ...]] = DEFAULT_SHAPES,
+                           dtypes: Sequence[torch.dtype] = DEFAULT_DTYPES,
+                           eps_values: Sequence[float] = (1e-5, 0.1)) -> None:
+    """Training-mode output: per-channel batch mean and biased variance, eps inside the
+    square root, gamma and beta (also ``None``), dtype and shape kept."""
+    for x, weight, bias, rm, rv in _cases(seed, shapes, dtypes):
+        for eps in eps_values:
+            what = _describe(x, training=True, eps=eps)
+            got = call(batch_norm, x.clone(), rm.clone(), rv.clone(), weight, bias,
+                       training=True, momentum=0.1, eps=eps, what=what, hint=_SHAPES_HINT)
+            expected = _ref_forward(x, rm.clone(), rv.clone(), weight, bias, training=True, eps=eps)
+            assert_tensor(got, expected, what=what, mistakes=_forward_mistakes(x, weight, bias, eps))
+        what = _describe(x, training=True, weight=None, bias=None)
+        got = call(batch_norm, x.clone(), None, None, None, None, training=True, what=what,
+                   hint="weight=None means gamma = 1 and bias=None means beta = 0 (skip them), "
+                        "and running_mean=None / running_var=None mean: do not track statistics.")
+        assert_tensor(got, _ref_forward(x, None, None, training=True), what=what,
+                      mistakes=_forward_mistakes(x, None, None, 1e-5))
+
+
+@_checks("batch_norm")
+def check_batch_norm_running_stats(batch_norm, *, seed: int = 0,
+                                   shapes: Sequence[tuple[int, ...]] = DEFAULT_SHAPES,
+                                   dtypes: Sequence[torch.dtype] = DEFAULT_DTYPES,
+                                   momenta: Sequence[float] = (0.1, 0.3)) -> None:
+    """In training mode the running statistics are updated in place with PyTorch's momentum
+    convention, and ``running_var`` stores the unbiased variance."""
+    for x, weight, bias, rm, rv in _cases(seed, shapes, dtypes):
+        for momentum in momenta:
+            what = _describe(x, training=True, momentum=momentum)
+            got_mean, got_var = rm.clone(), rv.clone()
+            call(batch_norm, x.clone(), got_mean, got_var, weight, bias, training=True,
+                 momentum=momentum, what=what, hint=_SHAPES_HINT)
+            ref_mean, ref_var = rm.clone(), rv.clone()
+            _ref_forward(x, ref_mean, ref_var, weight, bias, training=True, momentum=momentum)
+            dims = _dims(x)
+            batch_mean, batch_var = x.mean(dims), x.var(dims, correction=0)
+            assert_tensor(got_mean, ref_mean, what=f"running_mean after {what}",
+                          mistakes=_running_mistakes(x, rm, batch_mean, batch_mean, momentum, "running_mean"))
+            assert_tensor(got_var, ref_var, what=f"running_var after {what}",
+                          mistakes=_running_mistakes(x, rv, batch_var, x.var(dims, correction=1),
+                                                     momentum, "running_var"))
+
+
+@_checks("batch_norm")
+def check_batch_norm_eval(batch_norm, *, seed: int = 0,
+                          shapes: Sequence[tuple[int, ...]] = DEFAULT_SHAPES,
+                          dtypes: Sequence[torch.dtype] = DEFAULT_DTYPES) -> None:
+    """Evaluation mode normalizes with the running statistics and leaves them unchanged."""
+    for x, weight, bias, rm, rv in _cases(seed, shapes, dtypes, min_values=1):
+        what = _describe(x, training=False)
+        got_mean, got_var = rm.clone(), rv.clone()
+        got = call(batch_norm, x.clone(), got_mean, got_var, weight, bias, training=False,
+                   what=what, hint=_SHAPES_HINT)
+        dims = _dims(x)
+        batch_stats = (x - _view(x.mean(dims), x)) / torch.sqrt(_view(x.var(dims, correction=0), x) + 1e-5)
+        mistakes = {"in evaluation mode (training=False) normalize with running_mean and "
+                    "running_var, not with the statistics of the batch: at inference the "
+                    "output for a sample must not depend on the rest of the batch.":
+                    batch_stats * _view(weight, x) + _view(bias, x)}
+        assert_tensor(got, _ref_forward(x, rm, rv, weight, bias, training=False),
+                      what=what, mistakes=mistakes)
+        for got_stat, stat, name in ((got_mean, rm, "running_mean"), (got_var, rv, "running_var")):
+            if not torch.equal(got_stat, stat):
+                raise CheckFailure(f"{what} changed {name}. In evaluation mode the running "
+                                   f"statistics are only read; update them in training mode only.")
+
+
+@_checks("batch_norm_backward")
+def check_batch_norm_backward(batch_norm_backward, *, seed: int = 0,
+                              shapes: Sequence[tuple[int, ...]] = DEFAULT_SHAPES,
+                              dtypes: Sequence[torch.dtype] = DEFAULT_DTYPES) -> None:
+    """``(grad_input, grad_weight, grad_bias)`` of training-mode batch norm, against autograd's."""
+    gen = torch.Generator().manual_seed(seed + 1)
+    for x, weight, bias, rm, rv in _cases(seed, shapes, dtypes):
+        grad = torch.randn(x.shape, generator=gen, dtype=torch.float64).to(x.dtype)
+        what = f"batch_norm_backward(grad_output, x of shape {tuple(x.shape)} {x.dtype}, weight)"
+        got = call(batch_norm_backward, grad.clone(), x.clone(), weight.clone(), what=what)
+        if not (isinstance(got, tuple) and len(got) == 3):
+            raise CheckFailure(f"{what} must return a tuple (grad_input, grad_weight, grad_bias), "
+                               f"got {type(got).__name__}"
+                               + (f" of length {len(got)}" if isinstance(got, (tuple, list)) else ""))
+        expected = _ref_backward(grad, x, weight)
+        dims = _dims(x)
+        x_hat = (x - _view(x.mean(dims), x)) * _view(torch.rsqrt(x.var(dims, correction=0) + 1e-5), x)
+        # rounding errors are relative to the size of the terms each result is made of
+        scale = (grad.abs().amax() * weight.abs().amax()
+                 * torch.rsqrt(x.var(dims, correction=0) + 1e-5).amax()).clamp_min(1.0)
+        assert_tensor(got[0], expected[0], what=f"grad_input of {what}", scale=scale,
+                      mistakes=_backward_mistakes(grad, x, weight, 1e-5))
+        assert_tensor(got[1], expected[1], what=f"grad_weight of {what}",
+                      scale=(grad.abs() * x_hat.abs()).sum(dims).clamp_min(1.0),
+                      mistakes={"grad_weight is sum(grad_output * x_hat) over every dimension "
+                                "except the channels; it does not include weight itself.":
+                                expected[1] * weight})
+        assert_tensor(got[2], expected[2], what=f"grad_bias of {what}",
+                      scale=grad.abs().sum(dims).clamp_min(1.0))
+        what = f"batch_norm_backward(grad_output, x of shape {tuple(x.shape)} {x.dtype}, weight=None)"
+        got = call(batch_norm_backward, grad.clone(), x.clone(), None, what=what,
+                   hint="weight=None means gamma = 1.")
+        if not (isinstance(got, tuple) and len(got) == 3 and got[1] is None and got[2] is None):
+            raise CheckFailure(f"{what} must return (grad_input, None, None): without weight "
+                               f"there are no affine parameters to differentiate.")
+        assert_tensor(got[0], _ref_backward(grad, x, None)[0],
+                      what=f"grad_input of {what}", scale=scale,
+                      mistakes=_backward_mistakes(grad, x, None, 1e-5))

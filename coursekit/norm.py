@@ -1,0 +1,213 @@
+"""Batch normalization in plain tensor ops: the forward pass, the hand-derived backward pass,
+and Batch Renormalization.
+
+:func:`batch_norm` has exactly the semantics of :func:`torch.nn.functional.batch_norm`
+(Ioffe & Szegedy 2015, Algorithm 1, with PyTorch's conventions), written so that a reader
+can follow every step. :func:`batch_norm_backward` derives its gradients by hand; both are
+tested against PyTorch in float64, and the backward with ``torch.autograd.gradcheck``.
+
+Example::
+
+    >>> running_mean, running_var = torch.zeros(C), torch.ones(C)
+    >>> y = batch_norm(x, running_mean, running_var, gamma, beta, training=True)   # updates the running stats
+    >>> y_eval = batch_norm(x, running_mean, running_var, gamma, beta)              # uses them
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["batch_norm", "batch_norm_backward", "BatchRenorm"]
+
+
+def _reduce_dims(x: torch.Tensor) -> list[int]:
+    """Every dimension but the channels (dim 1): the batch and any spatial ones."""
+    return [0, *range(2, x.dim())]
+
+
+def _channel_shape(x: torch.Tensor) -> tuple[int, ...]:
+    """Shape that broadcasts a per-channel vector (C,) against x: (1, C, 1, ..., 1)."""
+    return (1, x.shape[1]) + (1,) * (x.dim() - 2)
+
+
+def _check_input(x: torch.Tensor, **per_channel: torch.Tensor | None) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"input must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() < 2:
+        raise ValueError(f"input must have shape (N, C) or (N, C, *), got shape {tuple(x.shape)}")
+    C = x.shape[1]
+    for name, t in per_channel.items():
+        if t is not None and tuple(t.shape) != (C,):
+            raise ValueError(f"{name} must have shape (C,) = ({C},) for input of shape "
+                             f"{tuple(x.shape)}, got shape {tuple(t.shape)}")
+
+
+def batch_norm(input: torch.Tensor, running_mean: torch.Tensor | None,
+               running_var: torch.Tensor | None, weight: torch.Tensor | None = None,
+               bias: torch.Tensor | None = None, training: bool = False, momentum: float = 0.1,
+               eps: float = 1e-5) -> torch.Tensor:
+    r"""Batch normalization, as :func:`torch.nn.functional.batch_norm`.
+
+    .. math::
+        y = \frac{x - \mu}{\sqrt{\sigma^2 + \epsilon}} \cdot \gamma + \beta
+
+    per channel :math:`c` (dimension 1). In training mode :math:`\mu` and :math:`\sigma^2`
+    are the mean and the *biased* variance of the batch over every dimension but the
+    channels (:math:`N` for ``(N, C)``, :math:`N, H, W` for images), and, if given, the
+    running statistics are updated in place with PyTorch's convention:
+
+    .. math::
+        \text{running} \leftarrow (1 - \text{momentum}) \cdot \text{running} + \text{momentum} \cdot \text{batch},
+
+    where the batch variance stored in ``running_var`` is the *unbiased* one
+    (:math:`\frac{m}{m-1}\sigma^2`, with :math:`m` values per channel). In evaluation mode
+    :math:`\mu, \sigma^2` are ``running_mean``, ``running_var``, and nothing is updated.
+
+    Args:
+        input: :math:`(N, C)` or :math:`(N, C, *)`.
+        running_mean, running_var: :math:`(C,)`, or ``None`` (training mode only).
+        weight: :math:`\gamma`, shape :math:`(C,)`; ``None`` means 1. Default: ``None``.
+        bias: :math:`\beta`, shape :math:`(C,)`; ``None`` means 0. Default: ``None``.
+        training: use batch statistics (and update the running ones). Default: ``False``.
+        momentum: weight of the new batch in the running statistics. Default: 0.1.
+        eps: added to the variance inside the square root. Default: 1e-5.
+
+    Shape:
+        - Output: same as ``input``.
+
+    Raises:
+        ValueError: for a wrong shape, missing running statistics in evaluation mode, or a
+            single value per channel in training mode (its variance is undefined).
+    """
+    _check_input(input, running_mean=running_mean, running_var=running_var, weight=weight, bias=bias)
+    dims, shape = _reduce_dims(input), _channel_shape(input)
+    if training:
+        m = input.numel() // input.shape[1]  # values per channel
+        if m < 2:
+            raise ValueError(f"expected more than 1 value per channel when training, got input "
+                             f"of shape {tuple(input.shape)}")
+        mean = input.mean(dim=dims)                                    # (C,)
+        var = ((input - mean.view(shape)) ** 2).mean(dim=dims)         # biased, (C,)
+        with torch.no_grad():
+            if running_mean is not None:
+                running_mean.mul_(1 - momentum).add_(momentum * mean.detach())
+            if running_var is not None:
+                running_var.mul_(1 - momentum).add_(momentum * var.detach() * m / (m - 1))
+    else:
+        if running_mean is None or running_var is None:
+            raise ValueError("running_mean and running_var must be given in evaluation mode "
+                             "(training=False)")
+        mean, var = running_mean, running_var
+    y = (input - mean.view(shape)) / torch.sqrt(var.view(shape) + eps)
+    if weight is not None:
+        y = y * weight.view(shape)
+    if bias is not None:
+        y = y + bias.view(shape)
+    return y
+
+
+def batch_norm_backward(grad_output: torch.Tensor, input: torch.Tensor,
+                        weight: torch.Tensor | None = None, eps: float = 1e-5):
+    r"""Gradients of :func:`batch_norm` in training mode, derived by hand.
+
+    With :math:`\hat x = (x - \mu)/\sqrt{\sigma^2 + \epsilon}` over the :math:`m` values of
+    a channel and :math:`g = \partial L / \partial y`:
+
+    .. math::
+        \frac{\partial L}{\partial \beta} = \sum g, \qquad
+        \frac{\partial L}{\partial \gamma} = \sum g\,\hat x, \qquad
+        \frac{\partial L}{\partial x} = \frac{\gamma}{m\sqrt{\sigma^2+\epsilon}}
+            \Big(m\,g - \sum g - \hat x \sum g\,\hat x\Big).
+
+    The last two terms are the paths through :math:`\mu` and :math:`\sigma^2`, which both
+    depend on every input of the channel.
+
+    Args:
+        grad_output: :math:`\partial L/\partial y`, the shape of ``input``.
+        input: the input of the forward pass, :math:`(N, C)` or :math:`(N, C, *)`.
+        weight: :math:`\gamma`, shape :math:`(C,)`, or ``None`` (no affine parameters).
+        eps: as in the forward pass. Default: 1e-5.
+
+    Returns:
+        ``(grad_input, grad_weight, grad_bias)``; the last two are ``None`` when ``weight``
+        is ``None``.
+    """
+    _check_input(input, weight=weight)
+    if not isinstance(grad_output, torch.Tensor) or grad_output.shape != input.shape:
+        got = tuple(grad_output.shape) if isinstance(grad_output, torch.Tensor) else type(grad_output).__name__
+        raise ValueError(f"grad_output must have the shape of input {tuple(input.shape)}, got {got}")
+    dims, shape = _reduce_dims(input), _channel_shape(input)
+    m = input.numel() // input.shape[1]
+    mean = input.mean(dim=dims, keepdim=True)
+    inv_std = torch.rsqrt(((input - mean) ** 2).mean(dim=dims, keepdim=True) + eps)
+    x_hat = (input - mean) * inv_std
+    g = grad_output if weight is None else grad_output * weight.view(shape)   # dL/dx_hat
+    grad_input = inv_std / m * (m * g - g.sum(dim=dims, keepdim=True)
+                                - x_hat * (g * x_hat).sum(dim=dims, keepdim=True))
+    if weight is None:
+        return grad_input, None, None
+    return grad_input, (grad_output * x_hat).sum(dim=dims), grad_output.sum(dim=dims)
+
+
+class BatchRenorm(nn.Module):
+    r"""Batch Renormalization (Ioffe 2017): batch normalization that stays close to the
+    inference-time transform when batches are small or not i.i.d.
+
+    In training, with the batch statistics :math:`\mu_B, \sigma_B` and the running ones
+    :math:`\mu, \sigma` (:math:`\sigma = \sqrt{\text{running\_var} + \epsilon}`):
+
+    .. math::
+        r = \operatorname{clip}_{[1/r_{\max},\, r_{\max}]}\!\Big(\frac{\sigma_B}{\sigma}\Big), \quad
+        d = \operatorname{clip}_{[-d_{\max},\, d_{\max}]}\!\Big(\frac{\mu_B - \mu}{\sigma}\Big), \quad
+        y = \gamma\Big(\frac{x - \mu_B}{\sigma_B}\, r + d\Big) + \beta,
+
+    with no gradient through :math:`r` and :math:`d`. With :math:`r = 1, d = 0` this is
+    batch normalization; with unclipped :math:`r, d` it is exactly the inference transform
+    :math:`(x - \mu)/\sigma`. In evaluation mode it uses the running statistics, like BN.
+
+    Args:
+        num_features: :math:`C`.
+        momentum: for the running statistics (PyTorch's convention). Default: 0.01.
+        eps: added to the variances. Default: 1e-5.
+        r_max, d_max: the clipping bounds (1 and 0 give batch normalization). Default: 3, 5.
+
+    Shape:
+        - Input: :math:`(N, C)` or :math:`(N, C, *)`; output: the same.
+    """
+
+    def __init__(self, num_features: int, momentum: float = 0.01, eps: float = 1e-5,
+                 r_max: float = 3.0, d_max: float = 5.0):
+        super().__init__()
+        if r_max < 1 or d_max < 0:
+            raise ValueError(f"need r_max >= 1 and d_max >= 0, got r_max={r_max}, d_max={d_max}")
+        self.momentum, self.eps, self.r_max, self.d_max = momentum, eps, r_max, d_max
+        self.weight = nn.Parameter(torch.ones(num_features))
+        self.bias = nn.Parameter(torch.zeros(num_features))
+        self.register_buffer("running_mean", torch.zeros(num_features))
+        self.register_buffer("running_var", torch.ones(num_features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_input(x, running_mean=self.running_mean)
+        if not self.training:
+            return batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                              training=False, eps=self.eps)
+        dims, shape = _reduce_dims(x), _channel_shape(x)
+        m = x.numel() // x.shape[1]
+        if m < 2:
+            raise ValueError(f"expected more than 1 value per channel when training, got input "
+                             f"of shape {tuple(x.shape)}")
+        mean_b = x.mean(dim=dims)                                       # (C,)
+        var_b = ((x - mean_b.view(shape)) ** 2).mean(dim=dims)          # biased, (C,)
+        std_b = torch.sqrt(var_b + self.eps)
+        with torch.no_grad():
+            std = torch.sqrt(self.running_var + self.eps)
+            r = (std_b / std).clamp(1 / self.r_max, self.r_max)
+            d = ((mean_b - self.running_mean) / std).clamp(-self.d_max, self.d_max)
+            self.running_mean.mul_(1 - self.momentum).add_(self.momentum * mean_b)
+            self.running_var.mul_(1 - self.momentum).add_(self.momentum * var_b * m / (m - 1))
+        x_hat = (x - mean_b.view(shape)) / std_b.view(shape) * r.view(shape) + d.view(shape)
+        return x_hat * self.weight.view(shape) + self.bias.view(shape)
+
+    def extra_repr(self) -> str:
+        return (f"{self.weight.shape[0]}, momentum={self.momentum}, eps={self.eps}, "
+                f"r_max={self.r_max}, d_max={self.d_max}")
