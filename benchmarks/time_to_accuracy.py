@@ -19,8 +19,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import sys
 import time
@@ -32,16 +30,7 @@ from coursekit.data import load_mnist1d, load_sklearn
 from coursekit.scaling import StandardScaler
 from coursekit.train import default_device, evaluate, fit, seed_everything
 
-
-def hardware(device: torch.device) -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return (f"{cpu}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}; "
-            f"torch {torch.__version__}, Python {platform.python_version()}; device {device}")
+from hardware import hardware  # benchmarks/hardware.py
 
 
 def mnist1d_cnn(channels: int = 32) -> nn.Module:

@@ -25,8 +25,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import sys
 import time
@@ -40,23 +38,11 @@ from torch.utils.data import DataLoader, TensorDataset
 from coursekit.data import load_mnist1d
 from coursekit.train import default_device, fit, seed_everything
 
+from hardware import hardware  # benchmarks/hardware.py
+
 SEED = 0
 LR, MOMENTUM = 0.05, 0.9
 EVAL_BATCH = 1024  # fit's default eval_batch_size: the same validation batches
-
-
-def hardware(device: torch.device) -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    text = (f"{cpu}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}; "
-            f"torch {torch.__version__}, Python {platform.python_version()}; device {device}")
-    if device.type == "cuda":
-        text += f" ({torch.cuda.get_device_name(device)})"
-    return text
 
 
 def make_model(hidden: int, depth: int) -> nn.Module:
