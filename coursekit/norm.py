@@ -1,10 +1,17 @@
-"""Batch normalization in plain tensor ops: the forward pass, the hand-derived backward pass,
-and Batch Renormalization.
+"""The normalization layers in plain tensor ops, written so that a reader can follow every step.
 
-:func:`batch_norm` has exactly the semantics of :func:`torch.nn.functional.batch_norm`
-(Ioffe & Szegedy 2015, Algorithm 1, with PyTorch's conventions), written so that a reader
-can follow every step. :func:`batch_norm_backward` derives its gradients by hand; both are
-tested against PyTorch in float64, and the backward with ``torch.autograd.gradcheck``.
+- :func:`batch_norm` (Ioffe & Szegedy 2015, Algorithm 1), with exactly the semantics of
+  :func:`torch.nn.functional.batch_norm`, its hand-derived backward pass
+  :func:`batch_norm_backward`, and :class:`BatchRenorm` (Ioffe 2017);
+- the rest of the family, each with :mod:`torch.nn.functional`'s semantics:
+  :func:`layer_norm` (Ba et al. 2016), :func:`instance_norm` (Ulyanov et al. 2016),
+  :func:`group_norm` (Wu & He 2018), and :func:`weight_norm` (Salimans & Kingma 2016).
+
+They differ only in which elements share a mean and a variance. For an ``(N, C, H, W)``
+input: batch norm over ``(N, H, W)`` per channel; layer norm over ``(C, H, W)`` per
+example; instance norm over ``(H, W)`` per example and channel; group norm over
+``(C/G, H, W)`` per example and group of channels. All are tested against PyTorch in
+float64 and float32, forward and backward.
 
 Example::
 
@@ -17,7 +24,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["batch_norm", "batch_norm_backward", "BatchRenorm"]
+__all__ = ["batch_norm", "batch_norm_backward", "BatchRenorm", "layer_norm", "instance_norm",
+           "group_norm", "weight_norm"]
 
 
 def _reduce_dims(x: torch.Tensor) -> list[int]:
@@ -211,3 +219,146 @@ class BatchRenorm(nn.Module):
     def extra_repr(self) -> str:
         return (f"{self.weight.shape[0]}, momentum={self.momentum}, eps={self.eps}, "
                 f"r_max={self.r_max}, d_max={self.d_max}")
+
+
+# --- the rest of the family -------------------------------------------------------------------
+
+def _normalize(x: torch.Tensor, dims: list[int], eps: float) -> torch.Tensor:
+    """(x - mean) / sqrt(var + eps), with the mean and the biased variance over ``dims``."""
+    mean = x.mean(dim=dims, keepdim=True)
+    var = ((x - mean) ** 2).mean(dim=dims, keepdim=True)
+    return (x - mean) / torch.sqrt(var + eps)
+
+
+def _affine_per_channel(y: torch.Tensor, weight, bias) -> torch.Tensor:
+    shape = _channel_shape(y)
+    if weight is not None:
+        y = y * weight.view(shape)
+    if bias is not None:
+        y = y + bias.view(shape)
+    return y
+
+
+def _check_spatial(x: torch.Tensor, name: str) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"input must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() < 3:
+        raise ValueError(f"{name} needs an input of shape (N, C, *) with at least one position "
+                         f"dimension, e.g. (N, C, L) or (N, C, H, W); got shape {tuple(x.shape)}")
+
+
+def layer_norm(input: torch.Tensor, normalized_shape, weight: torch.Tensor | None = None,
+               bias: torch.Tensor | None = None, eps: float = 1e-5) -> torch.Tensor:
+    r"""Layer normalization, as :func:`torch.nn.functional.layer_norm`.
+
+    .. math::
+        y = \frac{x - \mathrm{E}[x]}{\sqrt{\mathrm{Var}[x] + \epsilon}} \cdot \gamma + \beta
+
+    with the mean and the biased variance over the last ``len(normalized_shape)``
+    dimensions, separately for every leading index (every example, every position of a
+    sequence). The same computation at training and at test time; no running statistics.
+
+    Args:
+        input: :math:`(*, \text{normalized\_shape})`.
+        normalized_shape: the trailing shape to normalize over, an int or a sequence of ints.
+        weight, bias: :math:`\gamma, \beta` of shape ``normalized_shape`` (elementwise), or ``None``.
+        eps: added to the variance. Default: 1e-5.
+    """
+    if not isinstance(input, torch.Tensor):
+        raise TypeError(f"input must be a torch.Tensor, got {type(input).__name__}")
+    shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+    k = len(shape)
+    if k == 0 or k > input.dim() or tuple(input.shape[input.dim() - k:]) != shape:
+        raise ValueError(f"normalized_shape {list(shape)} must be the trailing shape of the input; "
+                         f"got input of shape {tuple(input.shape)}")
+    for name, t in (("weight", weight), ("bias", bias)):
+        if t is not None and tuple(t.shape) != shape:
+            raise ValueError(f"{name} must have shape normalized_shape {shape}, got {tuple(t.shape)}")
+    y = _normalize(input, list(range(input.dim() - k, input.dim())), eps)
+    if weight is not None:
+        y = y * weight
+    if bias is not None:
+        y = y + bias
+    return y
+
+
+def instance_norm(input: torch.Tensor, weight: torch.Tensor | None = None,
+                  bias: torch.Tensor | None = None, eps: float = 1e-5) -> torch.Tensor:
+    r"""Instance normalization, as :func:`torch.nn.functional.instance_norm` with
+    ``use_input_stats=True``: each channel of each example is normalized over its positions.
+
+    .. math::
+        y_{n c} = \frac{x_{n c} - \mathrm{E}[x_{n c}]}{\sqrt{\mathrm{Var}[x_{n c}] + \epsilon}}
+            \cdot \gamma_c + \beta_c
+
+    Args:
+        input: :math:`(N, C, *)` with at least one position dimension.
+        weight, bias: :math:`\gamma, \beta` of shape :math:`(C,)`, or ``None``.
+        eps: added to the variance. Default: 1e-5.
+    """
+    _check_spatial(input, "instance_norm")
+    _check_input(input, weight=weight, bias=bias)
+    if input[0, 0].numel() < 2:
+        raise ValueError(f"instance_norm needs more than 1 position per channel, got input of "
+                         f"shape {tuple(input.shape)}")
+    y = _normalize(input, list(range(2, input.dim())), eps)
+    return _affine_per_channel(y, weight, bias)
+
+
+def group_norm(input: torch.Tensor, num_groups: int, weight: torch.Tensor | None = None,
+               bias: torch.Tensor | None = None, eps: float = 1e-5) -> torch.Tensor:
+    r"""Group normalization, as :func:`torch.nn.functional.group_norm`: the channels are split
+    into ``num_groups`` consecutive groups, and each group of each example is normalized
+    over its channels and positions; then a per-*channel* affine transform.
+
+    ``num_groups=1`` is layer norm over :math:`(C, *)`; ``num_groups=C`` is instance norm.
+
+    Args:
+        input: :math:`(N, C, *)`.
+        num_groups: :math:`G`, which must divide :math:`C`.
+        weight, bias: :math:`\gamma, \beta` of shape :math:`(C,)`, or ``None``.
+        eps: added to the variance. Default: 1e-5.
+
+    Raises:
+        ValueError: ``num_channels (10) must be divisible by num_groups (3)``, and for shapes.
+    """
+    _check_input(input, weight=weight, bias=bias)
+    N, C = input.shape[:2]
+    if isinstance(num_groups, bool) or not isinstance(num_groups, int) or num_groups < 1:
+        raise ValueError(f"num_groups must be a positive integer, got {num_groups!r}")
+    if C % num_groups:
+        raise ValueError(f"num_channels ({C}) must be divisible by num_groups ({num_groups})")
+    x = input.reshape(N, num_groups, -1)      # (N, G, C//G * positions): groups are consecutive channels
+    y = _normalize(x, [2], eps).view(input.shape)
+    return _affine_per_channel(y, weight, bias)
+
+
+def weight_norm(v: torch.Tensor, g: torch.Tensor, dim: int | None = 0) -> torch.Tensor:
+    r"""The weight of weight normalization: :math:`w = g \, v / \lVert v \rVert`.
+
+    As in :func:`torch.nn.utils.parametrizations.weight_norm`, the norm is taken over every
+    dimension except ``dim`` (for a ``Linear`` weight of shape ``(out, in)`` and ``dim=0``:
+    one norm per output unit), or over the whole tensor when ``dim`` is ``None`` (or ``-1``,
+    as in PyTorch). The
+    direction :math:`v/\lVert v\rVert` and the length :math:`g` become separate parameters.
+
+    Args:
+        v: the direction parameter, any shape.
+        g: the length: shape ``(v.shape[dim],)``, or ``v``'s number of dimensions with size 1
+            everywhere but ``dim`` (PyTorch's layout), or a scalar when ``dim`` is ``None``.
+        dim: the dimension that keeps one length per index; ``None`` or ``-1``: one length
+            for the whole tensor. Default: 0.
+    """
+    if dim is None or dim == -1:  # -1 is PyTorch's (legacy) spelling of "the whole tensor"
+        return g * v / v.norm()
+    if not -v.dim() <= dim < v.dim():
+        raise ValueError(f"dim must be in [{-v.dim()}, {v.dim() - 1}] for v of shape "
+                         f"{tuple(v.shape)}, got {dim}")
+    dim = dim % v.dim()
+    keep = [1] * v.dim()
+    keep[dim] = v.shape[dim]
+    if g.numel() != v.shape[dim]:
+        raise ValueError(f"g must have {v.shape[dim]} elements (one per index of dim {dim} of v, "
+                         f"shape {tuple(v.shape)}), got shape {tuple(g.shape)}")
+    norm = v.norm(dim=[d for d in range(v.dim()) if d != dim], keepdim=True)   # (1, .., v.shape[dim], .., 1)
+    return g.reshape(keep) * v / norm

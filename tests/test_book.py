@@ -79,7 +79,7 @@ def test_site_holds_no_solution_or_hidden_test(site):
     solutions = "".join(p.read_text() for p in (ROOT / "solutions").rglob("*.ipynb"))
     # markers, and the seeds of the hidden tests, which only the solutions contain
     secrets = ["BEGIN SOLUTION", "BEGIN HIDDEN TESTS", "BEGIN MARK SCHEME",
-               "seed=2718", "seed=31415", "seed=1618", "seed=1729"]
+               "seed=2718", "seed=31415", "seed=1618", "seed=1729", "seed=4242", "seed=777"]
     assert all(s in solutions for s in secrets)
     for path in site.rglob("*"):
         if path.is_file() and path.suffix in {".html", ".txt", ".md", ".ipynb", ".js", ".json"}:

@@ -49,7 +49,7 @@ def normalized(path: Path) -> dict:
 
 
 def test_assignments_exist():
-    assert {"scaling", "batchnorm"} <= set(ASSIGNMENTS)
+    assert {"scaling", "batchnorm", "normalization"} <= set(ASSIGNMENTS)
 
 
 @pytest.mark.parametrize("assignment", ASSIGNMENTS)
@@ -141,9 +141,17 @@ SUBMISSIONS = {
         ], {"check_batch_norm_eval", "hidden_batch_norm"}),
     },
 }
+SUBMISSIONS["normalization"] = {
+    "correct": ([], set()),
+    "instance_over_batch_and_wrong_groups": ([
+        ("instance_norm", "dims = list(range(2, input.dim()))", "dims = [0] + list(range(2, input.dim()))"),
+        ("group_norm", "x = input.reshape(N, num_groups, -1)",
+         "x = input.reshape(N, C // num_groups, num_groups, -1).transpose(1, 2).reshape(N, num_groups, -1)"),
+    ], {"check_instance_norm", "check_group_norm", "hidden_group_norm"}),
+}
 MANUAL = {"answer"}  # grade cells graded by hand
-AUTOGRADED_MAX = {"scaling": 20, "batchnorm": 20}
-TOTAL_MAX = {"scaling": 25, "batchnorm": 25}
+AUTOGRADED_MAX = {"scaling": 20, "batchnorm": 20, "normalization": 20}
+TOTAL_MAX = {"scaling": 25, "batchnorm": 25, "normalization": 25}
 CASES = [(a, s) for a in SUBMISSIONS for s in SUBMISSIONS[a]]
 
 

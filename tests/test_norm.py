@@ -142,3 +142,106 @@ def test_batch_renorm_no_gradient_through_r_and_d():
     # the normalized batch (x - mean_B) / std_B sums to zero per channel, and r, d are constants:
     # d(sum y)/dx = gamma * r * d/dx sum((x - mean_B)/std_B) = 0
     torch.testing.assert_close(x.grad, torch.zeros_like(x), atol=1e-6, rtol=0)
+
+
+# --- the rest of the family ---------------------------------------------------------------------
+
+from coursekit.norm import group_norm, instance_norm, layer_norm, weight_norm  # noqa: E402
+
+FAMILY_SHAPES = [(3, 4, 5), (2, 6, 3, 4), (2, 4, 2, 2, 3)]
+
+
+def family_case(shape, dtype, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(shape, generator=g, dtype=torch.float64) * 2 + torch.randn(shape[1:], generator=g, dtype=torch.float64)
+    return x.to(dtype), g
+
+
+def assert_same_forward_and_backward(ours, theirs, inputs, dtype):
+    """Forward outputs and the gradients of every input agree with PyTorch's."""
+    a = [t.clone().requires_grad_() if t is not None else None for t in inputs]
+    b = [t.clone().requires_grad_() if t is not None else None for t in inputs]
+    out_a, out_b = ours(*a), theirs(*b)
+    assert out_a.dtype == dtype
+    torch.testing.assert_close(out_a, out_b)
+    grad = torch.randn(out_a.shape, generator=torch.Generator().manual_seed(9), dtype=torch.float64).to(dtype)
+    out_a.backward(grad), out_b.backward(grad)
+    tol = dict(rtol=1e-4, atol=1e-4) if dtype == torch.float32 else {}
+    for ta, tb in zip(a, b):
+        if ta is not None:
+            torch.testing.assert_close(ta.grad, tb.grad, **tol)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", FAMILY_SHAPES)
+@pytest.mark.parametrize("affine", [True, False])
+def test_family_matches_torch_forward_and_backward(shape, dtype, affine):
+    x, g = family_case(shape, dtype)
+    C = shape[1]
+    w = (0.5 + torch.rand(C, generator=g, dtype=torch.float64)).to(dtype) if affine else None
+    b = torch.randn(C, generator=g, dtype=torch.float64).to(dtype) if affine else None
+    assert_same_forward_and_backward(lambda x, w, b: instance_norm(x, w, b, eps=1e-3),
+                                     lambda x, w, b: F.instance_norm(x, weight=w, bias=b, eps=1e-3), [x, w, b], dtype)
+    for G in [1, 2, C]:
+        assert_same_forward_and_backward(lambda x, w, b: group_norm(x, G, w, b),
+                                         lambda x, w, b: F.group_norm(x, G, w, b), [x, w, b], dtype)
+    for k in range(1, len(shape)):
+        normalized = shape[-k:]
+        lw = (0.5 + torch.rand(normalized, generator=g, dtype=torch.float64)).to(dtype) if affine else None
+        lb = torch.randn(normalized, generator=g, dtype=torch.float64).to(dtype) if affine else None
+        assert_same_forward_and_backward(lambda x, w, b: layer_norm(x, normalized, w, b, eps=0.1),
+                                         lambda x, w, b: F.layer_norm(x, normalized, w, b, eps=0.1), [x, lw, lb], dtype)
+
+
+@pytest.mark.parametrize("shape", FAMILY_SHAPES)
+def test_group_norm_identities(shape):
+    x, _ = family_case(shape, torch.float64, seed=3)
+    C = shape[1]
+    torch.testing.assert_close(group_norm(x, 1), layer_norm(x, shape[1:]))   # G = 1: layer norm over (C, *)
+    torch.testing.assert_close(group_norm(x, C), instance_norm(x))           # G = C: instance norm
+
+
+def test_layer_norm_does_not_depend_on_the_batch():
+    x, _ = family_case((8, 4, 5), torch.float64)
+    torch.testing.assert_close(layer_norm(x, (4, 5))[:1], layer_norm(x[:1], (4, 5)))
+    torch.testing.assert_close(instance_norm(x)[:1], instance_norm(x[:1]))
+
+
+@pytest.mark.parametrize("dim", [0, 1, -1, None])
+def test_weight_norm_matches_torch(dim):
+    torch.manual_seed(0)
+    conv = torch.nn.Conv1d(3, 5, 4)
+    param = torch.nn.utils.parametrizations.weight_norm(conv, dim=dim)
+    g, v = param.parametrizations.weight.original0, param.parametrizations.weight.original1
+    torch.testing.assert_close(weight_norm(v, g, dim), param.weight)
+    if dim in (0, 1):  # g given as a flat vector works too (-1, like None, means the whole tensor)
+        torch.testing.assert_close(weight_norm(v, g.reshape(-1), dim), param.weight)
+
+
+def test_weight_norm_decouples_length_and_direction():
+    torch.manual_seed(1)
+    v, g = torch.randn(4, 6, dtype=torch.float64), torch.rand(4, dtype=torch.float64) + 0.5
+    w = weight_norm(v, g)
+    torch.testing.assert_close(w.norm(dim=1), g)                  # the length is g
+    torch.testing.assert_close(weight_norm(3.7 * v, g), w)        # scaling v changes nothing
+
+
+FAMILY_ERRORS = [
+    (lambda: group_norm(torch.ones(2, 10, 3), 3), ValueError, r"num_channels \(10\) must be divisible by num_groups \(3\)"),
+    (lambda: group_norm(torch.ones(2, 4, 3), 0), ValueError, r"num_groups must be a positive integer, got 0"),
+    (lambda: group_norm(torch.ones(2, 4, 3), 2, torch.ones(2)), ValueError, r"weight must have shape \(C,\) = \(4,\)"),
+    (lambda: layer_norm(torch.ones(2, 3, 4), (3,)), ValueError,
+     r"normalized_shape \[3\] must be the trailing shape of the input; got input of shape \(2, 3, 4\)"),
+    (lambda: layer_norm(torch.ones(2, 3, 4), (2, 3, 4, 5)), ValueError, r"trailing shape"),
+    (lambda: layer_norm(torch.ones(2, 3, 4), 4, torch.ones(3)), ValueError, r"weight must have shape normalized_shape \(4,\), got \(3,\)"),
+    (lambda: instance_norm(torch.ones(2, 3)), ValueError, r"at least one position dimension.*got shape \(2, 3\)"),
+    (lambda: instance_norm(torch.ones(2, 3, 1)), ValueError, r"more than 1 position per channel"),
+    (lambda: weight_norm(torch.ones(3, 4), torch.ones(4), dim=0), ValueError, r"g must have 3 elements"),
+    (lambda: weight_norm(torch.ones(3, 4), torch.ones(3), dim=2), ValueError, r"dim must be in \[-2, 1\] .* got 2"),
+]
+
+
+@pytest.mark.parametrize("fn, exc, pattern", FAMILY_ERRORS)
+def test_family_errors(fn, exc, pattern):
+    with pytest.raises(exc, match=pattern):
+        fn()

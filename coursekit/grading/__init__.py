@@ -36,7 +36,7 @@ from typing import Callable, Mapping
 import torch
 from torch.testing import assert_close as _assert_close  # kept private: see integrity below
 
-__all__ = ["check", "quiet", "call", "forbid", "assert_tensor", "CheckFailure"]
+__all__ = ["check", "check_own_work", "quiet", "call", "forbid", "assert_tensor", "CheckFailure"]
 
 
 class CheckFailure(AssertionError):
@@ -100,6 +100,30 @@ def check(fn: Callable) -> Callable:
         raise CheckFailure(message)
 
     return graded
+
+
+def check_own_work(name: str, ready_made, *, what: str) -> Callable:
+    """Like :func:`check`, for an assignment that asks students to write ``name`` themselves.
+
+    The decorated check refuses a function that comes from ``coursekit`` or ``torch``, and
+    while it runs, calling any of the ``ready_made`` functions (pairs ``(owner, attribute)``,
+    see :func:`forbid`) fails with a message saying that ``what`` must be written with
+    plain tensor operations.
+    """
+    reason = (f"your code calls a ready-made {what}; write it with plain tensor operations "
+              f"(mean, var, sqrt, reshape, ...).")
+
+    def decorate(body: Callable) -> Callable:
+        @functools.wraps(body)
+        def run(student_fn, *args, **kwargs):
+            module = getattr(student_fn, "__module__", "") or ""
+            if module.startswith(("coursekit", "torch")):
+                raise CheckFailure(f"{name} must be your own function, written in the solution "
+                                   f"cell; it comes from {module!r}.")
+            with forbid(ready_made, reason=reason):
+                body(student_fn, *args, **kwargs)
+        return check(run)
+    return decorate
 
 
 def call(fn: Callable, *args, what: str, hint: str | None = None, **kwargs):

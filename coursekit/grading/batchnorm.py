@@ -10,13 +10,12 @@ returns its points (see :mod:`coursekit.grading`)::
 """
 from __future__ import annotations
 
-import functools
 from typing import Sequence
 
 import torch
 
 from coursekit import norm as _reference
-from coursekit.grading import CheckFailure, assert_tensor, call, check, forbid
+from coursekit.grading import CheckFailure, assert_tensor, call, check_own_work
 
 __all__ = ["check_batch_norm_train", "check_batch_norm_running_stats", "check_batch_norm_eval",
            "check_batch_norm_backward"]
@@ -146,13 +145,6 @@ def _backward_mistakes(grad, x, weight, eps):
 
 # --- the checks -----------------------------------------------------------------------------
 
-def _refuse_reference(fn, name):
-    module = getattr(fn, "__module__", "") or ""
-    if module.startswith(("coursekit", "torch")):
-        raise CheckFailure(f"{name} must be your own function, written in the solution cell; "
-                           f"it comes from {module!r}.")
-
-
 # The reference is called through these names, taken before any ready-made function is
 # forbidden inside a check.
 _ref_forward, _ref_backward = _reference.batch_norm, _reference.batch_norm_backward
@@ -161,25 +153,15 @@ _READY_MADE = [(torch.nn.functional, "batch_norm"), (torch, "batch_norm"),
                (_reference, "batch_norm_backward")]
 
 
+def _checks(name: str):
+    return check_own_work(name, _READY_MADE, what="batch normalization "
+                          "(torch.nn.functional.batch_norm or coursekit.norm)")
+
+
 _SHAPES_HINT = ("running_mean, running_var, weight and bias all have shape (C,): compute the "
                 "statistics per channel, reducing over every dimension except 1 (for an input "
                 "(N, C, H, W): over N, H and W), and reshape (C,) vectors to (1, C, 1, 1) to "
                 "broadcast them against the input.")
-
-
-def _checks(name: str):
-    """Make a graded check of a function that checks the student's ``name``: it refuses a
-    ready-made function, and forbids calling one while the student's code runs."""
-    def decorate(body):
-        @functools.wraps(body)
-        def run(student_fn, **kwargs):
-            _refuse_reference(student_fn, name)
-            with forbid(_READY_MADE, reason="your code calls a ready-made batch normalization "
-                        "(torch.nn.functional.batch_norm or coursekit.norm); write it with "
-                        "plain tensor operations (mean, var, sqrt, ...)."):
-                body(student_fn, **kwargs)
-        return check(run)
-    return decorate
 
 
 @_checks("batch_norm")
