@@ -55,8 +55,10 @@ class FitState:
 class Callback:
     """Base class for :func:`fit` callbacks: override the events you need.
 
-    Events, in this order: ``on_fit_start``; per epoch ``on_epoch_start``, ``on_batch_end``
-    (after each optimizer step), ``on_epoch_end``; finally ``on_fit_end``. Each receives the
+    Events, in this order: ``on_fit_start``; per epoch ``on_epoch_start`` (after the model
+    was put in training mode, so it may put some layers back in eval mode, e.g. to freeze
+    BatchNorm statistics), ``on_batch_end`` (after each optimizer step), ``on_epoch_end``;
+    finally ``on_fit_end``. Each receives the
     :class:`FitState`. Callbacks run in list order. ``on_epoch_end`` may return a dict of
     extra values, recorded in the history (and seen by later callbacks in ``state.logs``).
 

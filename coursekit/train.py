@@ -393,6 +393,19 @@ def _model_device(model: nn.Module) -> torch.device:
     return default_device()
 
 
+@contextlib.contextmanager
+def _evaluation_mode(model: nn.Module):
+    """``model.eval()`` inside the block; afterwards every submodule gets back its own mode
+    (a layer frozen in eval mode inside a training model stays in eval mode)."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
 def _eval_batches(data, device: torch.device, batch_size: int, name: str):
     tensors = _as_tensors(data, name)
     if tensors is None:
@@ -406,7 +419,8 @@ def evaluate(model: nn.Module, data, *, loss_fn: Callable = F.cross_entropy,
     """The mean loss and metrics of ``model`` on ``data``, in evaluation mode, without gradients.
 
     Args:
-        model: the model; it is put in ``eval()`` mode and restored afterwards.
+        model: the model; it is put in ``eval()`` mode, and each submodule's mode is
+            restored afterwards.
         data: a pair ``(X, y)`` of tensors, a ``TensorDataset``, or a loader of ``(x, y)`` batches.
         loss_fn: ``loss_fn(output, target)``, the mean over the batch. Default: ``F.cross_entropy``.
         metrics: ``{name: metric(output, target)}``, each the batch mean; default
@@ -423,13 +437,9 @@ def evaluate(model: nn.Module, data, *, loss_fn: Callable = F.cross_entropy,
     device = _model_device(model) if device is None else default_device(device)
     model.to(device)
     autocast, _ = _autocast(device, amp)
-    was_training = model.training
-    model.eval()
-    try:
+    with _evaluation_mode(model):
         sums = _evaluation_sums(model, _eval_batches(data, device, batch_size, "data"),
                                 loss_fn, metrics, autocast)
-    finally:
-        model.train(was_training)
     loss_sum, count, *metric_sums = _read(sums, device, all_reduce=False)
     if count == 0:
         raise ValueError("evaluate got no samples: the data is empty")
@@ -465,16 +475,12 @@ def predict(model: nn.Module, data, *, batch_size: int = 1024,
         batches = (X[i:i + batch_size] for i in range(0, len(X), batch_size))
     else:
         batches = (b[0] if isinstance(b, (tuple, list)) else b for b in data)
-    was_training = model.training
-    model.eval()
-    try:
-        outputs = []
+    outputs = []
+    with _evaluation_mode(model):
         for xb in batches:
             with autocast():
                 out = model(xb.to(device, non_blocking=True))
             outputs.append(out.float() if low is not None else out)
-    finally:
-        model.train(was_training)
     if not outputs:
         raise ValueError("predict got no samples: the data is empty")
     return torch.cat(outputs).cpu()
@@ -662,8 +668,8 @@ def _fit(model, train_data, val_data, *, epochs, loss_fn, optimizer, batch_size,
         for epoch in range(1, epochs + 1):
             state.epoch = epoch
             lr = float(optimizer.param_groups[0]["lr"])  # the learning rate the epoch starts with
-            events("on_epoch_start", state)
             train_model.train()
+            events("on_epoch_start", state)  # after train(): a callback may freeze layers in eval mode
             if train_tensors is not None:
                 order = _epoch_order(len(X), generator, shuffle=shuffle, rank=rank,
                                      world_size=world_size).to(device, non_blocking=True)

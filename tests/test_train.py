@@ -584,3 +584,27 @@ def test_fit_seeds_argument_errors():
         fit_seeds(make_mlp, (Xt, yt), seed=1)
     with pytest.raises(ValueError, match="empty"):
         fit_seeds(make_mlp, (Xt, yt), seeds=[])
+
+
+def test_a_callback_can_freeze_batchnorm_in_eval_mode_and_evaluate_keeps_it():
+    """on_epoch_start runs after model.train(): a layer put in eval mode there stays in eval
+    mode for the epoch (its running statistics do not move), and evaluate/predict restore
+    each submodule's own mode."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3))
+    bn = model[1]
+    before = bn.running_mean.clone()
+
+    class FreezeBN(Callback):
+        def on_epoch_start(self, state):
+            bn.eval()
+
+    X, y = torch.randn(64, 4), torch.randint(0, 3, (64,))
+    fit(model, (X, y), epochs=2, batch_size=16, callbacks=[FreezeBN()], progress=False)
+    torch.testing.assert_close(bn.running_mean, before, rtol=0, atol=0)
+
+    model.train()
+    bn.eval()
+    evaluate(model, (X, y))
+    predict(model, X)
+    assert model.training and model[0].training and not bn.training
