@@ -29,6 +29,7 @@ $(STAMP): requirements.txt pyproject.toml
 
 book: $(STAMP)
 	COURSEKIT_PROGRESS=0 $(VENV)/bin/jupyter-book build . --warningiserror --keep-going
+	@$(PY) tools/chapter_times.py
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)

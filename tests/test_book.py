@@ -63,16 +63,23 @@ def test_chapter_executed_without_errors(site, name):
         assert bad not in html, f"{name} shows an error output ({bad!r})"
 
 
-def test_feature_scaling_chapter_has_figures_summary_and_exercises(site):
-    html = (site / "book" / "scaling.html").read_text()
-    images = re.findall(r'<img[^>]+src="([^"]+\.png)"', html)
-    assert len(images) >= 5, f"only {len(images)} figures"
+ASSIGNMENT_OF = {"book/scaling": "scaling", "book/batchnorm": "batchnorm",
+                 "book/normalization_family": "normalization"}
+
+
+@pytest.mark.parametrize("name", [f for f in toc_files() if is_notebook(ROOT / f"{f}.md")])
+def test_chapter_has_figures_summary_and_exercises_linking_its_assignment(site, name):
+    html = (site / f"{name}.html").read_text()
+    images = set(re.findall(r'<img[^>]+src="([^"]+\.png)"', html))
+    assert len(images) >= 5, f"{name}: only {len(images)} figures"
     for src in images:
-        assert (site / "book" / src).resolve().stat().st_size > 1000
+        assert (site / "book" / src).resolve().stat().st_size > 1000, f"{name}: empty figure {src}"
     text = re.sub(r"<[^>]+>", " ", html)
     for heading in ("Summary", "Exercises"):
-        assert heading in text
-    assert "exercises/scaling/scaling.ipynb" in text
+        assert heading in text, f"{name} has no {heading} section"
+    assignment = ASSIGNMENT_OF[name]
+    assert f"exercises/{assignment}/{assignment}.ipynb" in text
+    assert (ROOT / "exercises" / assignment / f"{assignment}.ipynb").is_file()
 
 
 def test_site_holds_no_solution_or_hidden_test(site):
