@@ -8,7 +8,7 @@ import torch
 from coursekit import scaling as reference
 from coursekit.grading import CheckFailure, assert_tensor, call, check, quiet
 from coursekit.grading import scaling as checks
-from conftest import ROOT, notebook_cells, student_classes
+from conftest import ROOT, notebook_cells, student_classes, with_mistake
 
 MIN_MAX_CHECKS = [checks.check_min_max_transform, checks.check_min_max_inverse, checks.check_min_max_edge_cases]
 STANDARD_CHECKS = [checks.check_standard_transform, checks.check_standard_inverse, checks.check_standard_edge_cases]
@@ -17,13 +17,6 @@ STANDARD_CHECKS = [checks.check_standard_transform, checks.check_standard_invers
 @pytest.fixture(scope="module")
 def solution(scaling_solution):
     return student_classes(scaling_solution["min_max_scaler"], scaling_solution["standard_scaler"])
-
-
-def wrong(scaling_solution, cell, old, new):
-    """The solution cell with one mistake put in; fails loudly if the solution changed."""
-    source = scaling_solution[cell]
-    assert old in source, f"the solution cell {cell!r} no longer contains {old!r}: update this test"
-    return student_classes(source.replace(old, new))
 
 
 # --- the machinery --------------------------------------------------------------------------
@@ -219,7 +212,7 @@ MISTAKES = [
                          ids=[f"{m[0]}-{m[3].__name__}-{i}" for i, m in enumerate(MISTAKES)])
 def test_each_mistake_fails_its_check_with_a_teaching_message(scaling_solution, cell, old, new,
                                                                check_fn, pattern, seed):
-    namespace = wrong(scaling_solution, cell, old, new)
+    namespace = with_mistake(scaling_solution, cell, (old, new))
     cls = namespace["MinMaxScaler" if cell == "min_max_scaler" else "StandardScaler"]
     with pytest.raises(CheckFailure, match=pattern) as info:
         check_fn(cls, seed=seed)

@@ -4,22 +4,14 @@ import pytest
 
 from coursekit.grading import CheckFailure
 from coursekit.grading import batchnorm as checks
-from conftest import ROOT, notebook_cells, student_classes
+from conftest import ROOT, notebook_cells, solution_cells, student_classes, with_mistake
 
 FORWARD = [checks.check_batch_norm_train, checks.check_batch_norm_running_stats, checks.check_batch_norm_eval]
 
 
 @pytest.fixture(scope="module")
 def cells():
-    return notebook_cells(ROOT / "solutions" / "batchnorm" / "batchnorm.ipynb")
-
-
-def with_mistake(cells, cell, *edits):
-    source = cells[cell]
-    for old, new in edits:
-        assert old in source, f"the solution cell {cell!r} no longer contains {old!r}: update this test"
-        source = source.replace(old, new)
-    return student_classes(source)[cell]
+    return solution_cells("batchnorm")
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -114,6 +106,6 @@ MISTAKES = [
 @pytest.mark.parametrize("cell, edits, check_fn, pattern", MISTAKES,
                          ids=[f"{m[2].__name__}-{i}" for i, m in enumerate(MISTAKES)])
 def test_each_mistake_fails_its_check_with_a_teaching_message(cells, cell, edits, check_fn, pattern, seed):
-    wrong = with_mistake(cells, cell, *edits)
+    wrong = with_mistake(cells, cell, *edits)[cell]
     with pytest.raises(CheckFailure, match=pattern):
         check_fn(wrong, seed=seed)

@@ -5,7 +5,7 @@ import torch.nn.functional as F
 
 from coursekit.grading import CheckFailure
 from coursekit.grading import normalization as checks
-from conftest import ROOT, notebook_cells, student_classes
+from conftest import ROOT, notebook_cells, solution_cells, student_classes, with_mistake
 
 CELLS = ("layer_norm", "instance_norm", "group_norm")
 CHECKS = {"layer_norm": checks.check_layer_norm, "instance_norm": checks.check_instance_norm,
@@ -14,15 +14,7 @@ CHECKS = {"layer_norm": checks.check_layer_norm, "instance_norm": checks.check_i
 
 @pytest.fixture(scope="module")
 def cells():
-    return notebook_cells(ROOT / "solutions" / "normalization" / "normalization.ipynb")
-
-
-def with_mistake(cells, cell, *edits):
-    source = cells[cell]
-    for old, new in edits:
-        assert old in source, f"the solution cell {cell!r} no longer contains {old!r}: update this test"
-        source = source.replace(old, new)
-    return student_classes(source)[cell]
+    return solution_cells("normalization")
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -86,6 +78,6 @@ MISTAKES = [
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("cell, edits, pattern", MISTAKES, ids=[f"{m[0]}-{i}" for i, m in enumerate(MISTAKES)])
 def test_each_mistake_fails_its_check_with_a_teaching_message(cells, cell, edits, pattern, seed):
-    wrong = with_mistake(cells, cell, *edits)
+    wrong = with_mistake(cells, cell, *edits)[cell]
     with pytest.raises(CheckFailure, match=pattern):
         CHECKS[cell](wrong, seed=seed)
