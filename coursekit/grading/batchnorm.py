@@ -10,6 +10,7 @@ returns its points (see :mod:`coursekit.grading`)::
 """
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -45,17 +46,10 @@ def _cases(seed, shapes, dtypes, min_values=2):
     gen = torch.Generator().manual_seed(seed)
     for dtype in dtypes:
         for shape in shapes:
-            if len(shape) < 2 or min(shape) < 1 or shape[0] * _prod(shape[2:]) < min_values:
+            if len(shape) < 2 or min(shape) < 1 or shape[0] * math.prod(shape[2:]) < min_values:
                 raise ValueError(f"shapes must be (N, C, *) with at least {min_values} value(s) "
                                  f"per channel, got {shape}")
             yield _case(shape, dtype, gen)
-
-
-def _prod(values) -> int:
-    out = 1
-    for v in values:
-        out *= v
-    return out
 
 
 def _describe(x, **options) -> str:
@@ -63,12 +57,12 @@ def _describe(x, **options) -> str:
     return f"batch_norm(x of shape {tuple(x.shape)} {x.dtype}{extra})"
 
 
-def _dims(x):
-    return [0, *range(2, x.dim())]
+_dims = _reference._reduce_dims   # every dimension but the channels
 
 
 def _view(t, x):
-    return t.view((1, x.shape[1]) + (1,) * (x.dim() - 2))
+    """A per-channel vector (C,) shaped to broadcast against x: (1, C, 1, ...)."""
+    return t.view(_reference._channel_shape(x))
 
 
 # --- known mistakes, as the wrong results they produce --------------------------------------

@@ -61,16 +61,9 @@ def _common_mistakes(x, dims, eps, affine):
     }
 
 
-def _per_channel(weight, bias, x):
-    view = (1, x.shape[1]) + (1,) * (x.dim() - 2)
-
-    def affine(y):
-        if weight is not None:
-            y = y * weight.view(view)
-        if bias is not None:
-            y = y + bias.view(view)
-        return y
-    return affine
+def _per_channel(weight, bias):
+    """The per-channel affine transform of instance and group norm, as a function of y."""
+    return lambda y: _reference._affine_per_channel(y, weight, bias)
 
 
 def _wrong_axis_affine(weight, bias, x):
@@ -131,7 +124,7 @@ def check_instance_norm(instance_norm, *, seed: int = 0,
                 options = "" if weight is None else ", weight, bias"
                 what = f"instance_norm(x of shape {tuple(shape)} {dtype}{options})"
                 got = call(instance_norm, x.clone(), weight, bias, eps=eps, what=what, hint=_AFFINE_HINT)
-                affine = _per_channel(weight, bias, x)
+                affine = _per_channel(weight, bias)
                 mistakes = _common_mistakes(x, dims, eps, affine)
                 mistakes["the statistics include the batch dimension N (that is batch norm): "
                          "instance norm normalizes each example separately, over its positions only."] = \
@@ -162,7 +155,7 @@ def check_group_norm(group_norm, *, seed: int = 0,
                 options = "" if weight is None else ", weight, bias"
                 what = f"group_norm(x of shape {tuple(shape)} {dtype}, num_groups={G}{options})"
                 got = call(group_norm, x.clone(), G, weight, bias, eps=eps, what=what, hint=_AFFINE_HINT)
-                affine = _per_channel(weight, bias, x)
+                affine = _per_channel(weight, bias)
                 grouped = x.reshape(N, G, -1)                                   # (N, G, C//G * positions)
                 mistakes = {k: v.view(x.shape) for k, v in _common_mistakes(grouped, [2], eps, lambda y: y).items()}
                 mistakes = {k: affine(v) for k, v in mistakes.items()}
