@@ -1,9 +1,10 @@
 """Callbacks for :func:`coursekit.train.fit`: code that runs at fixed points of training.
 
 A callback sees a :class:`FitState` (the model, the optimizer, the epoch, this epoch's
-logged values, ...) and may change it, e.g. set ``stop_training``. :class:`EarlyStopping`
-is the classic one. A plain function ``f(state) -> dict | None`` also works: it runs at
-the end of each epoch, and what it returns is recorded in the history::
+logged values, ...) and may change it, e.g. set ``stop_training``. ``EarlyStopping`` (in
+:mod:`coursekit.regularization`) is the classic one. A plain function
+``f(state) -> dict | None`` also works: it runs at the end of each epoch, and what it
+returns is recorded in the history::
 
     >>> def weight_norm(state):
     ...     return {"weight_norm": sum(p.norm() ** 2 for p in state.model.parameters()).sqrt().item()}
@@ -11,7 +12,6 @@ the end of each epoch, and what it returns is recorded in the history::
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
@@ -21,7 +21,7 @@ from torch import nn
 if TYPE_CHECKING:
     from coursekit.train import History
 
-__all__ = ["FitState", "Callback", "EarlyStopping", "CallbackList"]
+__all__ = ["FitState", "Callback", "CallbackList"]
 
 
 @dataclass
@@ -76,69 +76,6 @@ class Callback:
     def on_fit_end(self, state: FitState) -> None: ...
 
 
-class EarlyStopping(Callback):
-    """Stop training when a monitored value has not improved for ``patience`` epochs.
-
-    Args:
-        monitor: the history key to watch. Default: ``"val_loss"``.
-        patience: epochs without improvement before stopping. Default: 5.
-        min_delta: an improvement must exceed this. Default: 0.
-        mode: ``"min"``, ``"max"``, or ``"auto"`` (``"min"`` if ``"loss"`` is in the key's
-            name). Default: ``"auto"``.
-        restore_best: at the end, load the weights of the best epoch. Default: ``True``.
-
-    Attributes:
-        best, best_epoch: the best value and its epoch; stopped_epoch: the epoch training
-        stopped at (0 if it ran to the end).
-    """
-
-    def __init__(self, monitor: str = "val_loss", patience: int = 5, min_delta: float = 0.0,
-                 mode: str = "auto", restore_best: bool = True):
-        if not isinstance(patience, int) or patience < 1:
-            raise ValueError(f"patience must be a positive integer, got {patience!r}")
-        if min_delta < 0:
-            raise ValueError(f"min_delta must be >= 0, got {min_delta}")
-        if mode == "auto":
-            mode = "min" if "loss" in monitor else "max"
-        if mode not in ("min", "max"):
-            raise ValueError(f"mode must be 'min', 'max' or 'auto', got {mode!r}")
-        self.monitor, self.patience, self.min_delta = monitor, patience, min_delta
-        self.mode, self.restore_best = mode, restore_best
-
-    def on_fit_start(self, state: FitState) -> None:
-        self.best, self.best_epoch, self.stopped_epoch, self._wait = math.nan, 0, 0, 0
-        self._best_weights = None
-
-    def on_epoch_end(self, state: FitState) -> None:
-        if self.monitor not in state.logs:
-            raise KeyError(f"EarlyStopping monitors {self.monitor!r}, which this run does not "
-                           f"record; recorded: {sorted(state.logs)}")
-        value = state.logs[self.monitor]
-        if self.best_epoch == 0:
-            improved = not math.isnan(value)
-        elif self.mode == "min":
-            improved = value < self.best - self.min_delta
-        else:
-            improved = value > self.best + self.min_delta
-        if improved:
-            self.best, self.best_epoch, self._wait = value, state.epoch, 0
-            if self.restore_best:
-                self._best_weights = {k: v.detach().clone() for k, v in state.model.state_dict().items()}
-        else:
-            self._wait += 1
-            if self._wait >= self.patience:
-                state.stop_training = True
-                self.stopped_epoch = state.epoch
-
-    def on_fit_end(self, state: FitState) -> None:
-        if self.restore_best and self._best_weights is not None:
-            state.model.load_state_dict(self._best_weights)
-
-    def __repr__(self) -> str:
-        return (f"EarlyStopping(monitor={self.monitor!r}, patience={self.patience}, "
-                f"min_delta={self.min_delta}, mode={self.mode!r}, restore_best={self.restore_best})")
-
-
 class CallbackList:
     """Dispatch the events to the callbacks that handle them, in list order."""
 
@@ -170,3 +107,11 @@ class CallbackList:
                     raise TypeError(f"on_epoch_end of {handler!r} must return a dict or None, "
                                     f"got {type(extra).__name__}")
                 state.logs.update(extra)
+
+
+def __getattr__(name: str):
+    # EarlyStopping lives with the other regularizers; it is a callback too
+    if name == "EarlyStopping":
+        from coursekit.regularization import EarlyStopping
+        return EarlyStopping
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["LayerStats", "default_layers"]
+__all__ = ["LayerStats", "default_layers", "activation_stds"]
 
 # Layers whose outputs are worth watching; containers, dropout and reshaping are not.
 _SKIPPED = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
@@ -34,6 +34,31 @@ def default_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """``(name, module)`` of every leaf module of ``model`` except dropout, flatten and identity."""
     return [(name, m) for name, m in model.named_modules()
             if name and not list(m.children()) and not isinstance(m, _SKIPPED)]
+
+
+def activation_stds(model: nn.Module, inputs: torch.Tensor, layers=None) -> torch.Tensor:
+    r"""The standard deviation of each watched layer's output on one forward pass.
+
+    The (population) standard deviation over all elements of the output, batch included,
+    as :class:`LayerStats` records it; the pass runs without gradients, in the model's
+    current mode. The quickest look at vanishing or exploding activations::
+
+        >>> activation_stds(deep_mlp, x, layers=nn.Tanh)   # one value per tanh, input to output
+
+    Args:
+        model: the network.
+        inputs: a batch for ``model(inputs)``.
+        layers: which layers, in the order of the model's modules: as for :class:`LayerStats`
+            (``None``: :func:`default_layers`; a type or tuple of types; names or modules).
+
+    Returns:
+        a float64 tensor of shape :math:`(L,)`, one value per layer; NaN for a layer that
+        the forward pass did not use.
+    """
+    stats = LayerStats(model, layers, gradients=False, training_only=False, percentiles=())
+    with stats, torch.no_grad():
+        model(inputs)
+    return torch.from_numpy(stats.series("std")[-1].copy())
 
 
 class LayerStats:

