@@ -1,0 +1,235 @@
+"""Checks for the ``early_stopping`` assignment: the student's ``EarlyStopping`` class.
+
+Each check feeds hand-made sequences of validation values to the student's class and to
+:class:`coursekit.regularization.EarlyStopping`, and compares, after every ``step``, the
+returned decision and the attributes ``best``, ``best_epoch`` and ``num_bad_epochs``. At
+the first difference it replays the sequence with the classic mistakes (patience off by
+one, ``min_delta`` ignored or applied the wrong way, ``"max"`` treated as ``"min"``, the
+counter not reset, ``best_epoch`` not updated or counted from 1, NaN taken as an
+improvement) and names the one that explains the student's answers::
+
+    check_patience(EarlyStopping, points=4)
+    check_min_delta(EarlyStopping, points=3)
+"""
+from __future__ import annotations
+
+import math
+import random
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from coursekit import regularization as _reference
+from coursekit.grading import CheckFailure, call, check_own_work
+
+__all__ = ["check_patience", "check_min_delta", "check_mode_max", "check_best", "check_restore_best",
+           "check_arguments", "check_random_sequences"]
+
+_Reference = _reference.EarlyStopping
+_READY_MADE = [(_reference, "EarlyStopping"), (_reference.early_stopping, "EarlyStopping")]
+
+
+def _checks(fn):
+    return check_own_work("EarlyStopping", _READY_MADE, what="early stopping (coursekit's EarlyStopping)")(fn)
+
+
+NAN = float("nan")
+
+# ---- the classic mistakes, as a plain re-implementation with switches
+
+MISTAKES = {
+    "late": "it stops one step late: stop as soon as num_bad_epochs >= patience (after exactly "
+            "`patience` steps without improvement), not when it exceeds patience.",
+    "early": "it stops one step early: stop when num_bad_epochs >= patience, i.e. after exactly "
+             "`patience` steps without improvement, not patience - 1.",
+    "no_delta": "min_delta is ignored: in mode 'min' a value improves only if value < best - min_delta.",
+    "delta_wrong_way": "min_delta is applied in the wrong direction: in mode 'min' an improvement must "
+                       "beat best by more than min_delta (value < best - min_delta), not value < best + min_delta.",
+    "max_as_min": "mode 'max' is treated like 'min': in mode 'max' larger values are better "
+                  "(value > best + min_delta).",
+    "no_reset": "num_bad_epochs is not reset to 0 after an improvement.",
+    "best_epoch_stale": "best_epoch is not updated when a new best value is found.",
+    "best_epoch_from_1": "best_epoch counts from 1; it is the 0-based index of the step call that set "
+                         "best (the first call is epoch 0).",
+    "nan_improves": "a NaN value is taken as an improvement (or replaces best); NaN is never an "
+                    "improvement: math.isnan(value) must count as a bad epoch.",
+}
+
+
+def _simulate(values, patience, min_delta, mode, mistake=None):
+    """The trace ``[(stop, best, best_epoch, num_bad_epochs), ...]``, with one mistake or none."""
+    best, best_epoch, bad, trace = None, None, 0, []
+    for i, value in enumerate(values):
+        if math.isnan(value):
+            improved = mistake == "nan_improves"
+        elif best is None or (mistake == "nan_improves" and math.isnan(best)):
+            improved = True
+        else:
+            delta = 0.0 if mistake == "no_delta" else min_delta
+            if mode == "max" and mistake != "max_as_min":
+                improved = value > (best - delta if mistake == "delta_wrong_way" else best + delta)
+            else:
+                improved = value < (best + delta if mistake == "delta_wrong_way" else best - delta)
+        if improved:
+            best = value
+            if mistake != "best_epoch_stale" or best_epoch is None:
+                best_epoch = i + (mistake == "best_epoch_from_1")
+            bad = bad if mistake == "no_reset" else 0
+        else:
+            bad += 1
+        limit = {"late": patience + 1, "early": patience - 1}.get(mistake, patience)
+        trace.append((bad >= limit, best, best_epoch, bad))
+    return trace
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    return a == b
+
+
+def _student_trace(cls, values, what, **options):
+    stopper = call(cls, **options, what=what)
+    trace = []
+    for i, value in enumerate(values):
+        stop = call(stopper.step, value, what=f"step({value}) (call number {i})")
+        state = []
+        for attribute in ("best", "best_epoch", "num_bad_epochs"):
+            if not hasattr(stopper, attribute):
+                raise CheckFailure(f"{what}: after step() the object has no attribute {attribute!r}; "
+                                   f"keep best, best_epoch and num_bad_epochs as attributes.")
+            state.append(getattr(stopper, attribute))
+        if not isinstance(stop, bool):
+            raise CheckFailure(f"{what}: step({value}) returned {stop!r}; it should return True or False.")
+        best = state[0]
+        if isinstance(best, torch.Tensor):
+            best = best.item()
+        trace.append((stop, None if best is None else float(best), state[1], state[2]))
+    return trace
+
+
+def _compare(cls, values: Sequence[float], *, patience=5, min_delta=0.0, mode="min") -> None:
+    options = {"patience": patience, "min_delta": min_delta, "mode": mode}
+    what = "EarlyStopping(" + ", ".join(f"{k}={v!r}" for k, v in options.items()) + ")"
+    got = _student_trace(cls, values, what, **options)
+    reference = _Reference(**options)
+    expected = [(reference.step(v), reference.best, reference.best_epoch, reference.num_bad_epochs)
+                for v in values]
+    for i, (g, e) in enumerate(zip(got, expected)):
+        if all(_same(a, b) for a, b in zip(g, e)):
+            continue
+        shown = ", ".join(f"{v:g}" for v in values[:i + 1])
+        names = ("step() returned", "best", "best_epoch", "num_bad_epochs")
+        lines = [f"{what}, values fed to step(): [{shown}]",
+                 "  after the last one: " + "; ".join(f"{n} {gv!r} (expected {ev!r})"
+                                                       for n, gv, ev in zip(names, g, e) if not _same(gv, ev))]
+        for mistake, explanation in MISTAKES.items():
+            wrong = _simulate(values, patience, min_delta, mode, mistake)
+            if all(_same(a, b) for x, y in zip(got, wrong) for a, b in zip(x, y)):
+                lines.append(f"Likely mistake: {explanation}")
+                break
+        raise CheckFailure("\n".join(lines))
+
+
+@_checks
+def check_patience(EarlyStopping) -> None:
+    """Stop after exactly ``patience`` steps without improvement; an improvement resets the count."""
+    _compare(EarlyStopping, [1.0, 0.8, 0.9, 0.85, 0.81, 0.95], patience=3)
+    _compare(EarlyStopping, [2.0, 2.5, 2.4], patience=1)
+    _compare(EarlyStopping, [5.0, 4.0, 4.5, 4.4, 3.0, 3.5, 3.6, 3.7, 3.8], patience=3)
+    _compare(EarlyStopping, [1.0, 1.0, 1.0, 1.0], patience=2)
+
+
+@_checks
+def check_min_delta(EarlyStopping) -> None:
+    """An improvement must beat the best by more than ``min_delta``, in the mode's direction."""
+    _compare(EarlyStopping, [1.0, 1.01, 0.95, 0.85, 0.8], patience=4, min_delta=0.1)
+    _compare(EarlyStopping, [1.0, 0.95, 0.93, 0.85, 0.84, 0.7], patience=4, min_delta=0.1)
+    _compare(EarlyStopping, [1.0, 1.05, 0.98, 0.96, 0.95], patience=3, min_delta=0.02)
+    _compare(EarlyStopping, [0.5, 0.55, 0.62, 0.6, 0.7, 0.71], patience=3, min_delta=0.05, mode="max")
+
+
+@_checks
+def check_mode_max(EarlyStopping) -> None:
+    """In mode ``"max"`` larger values are better (accuracies)."""
+    _compare(EarlyStopping, [0.5, 0.6, 0.55, 0.58, 0.7, 0.65, 0.6], patience=2, mode="max")
+    _compare(EarlyStopping, [0.9, 0.8, 0.95, 0.94], patience=3, mode="max")
+
+
+@_checks
+def check_best(EarlyStopping) -> None:
+    """``best`` and ``best_epoch`` (0-based) follow the improvements; NaN never improves."""
+    _compare(EarlyStopping, [3.0, 2.0, 2.5, 1.0, 1.5], patience=10)
+    _compare(EarlyStopping, [1.0, NAN, 0.9, NAN, NAN], patience=2)
+    _compare(EarlyStopping, [0.2, NAN, 0.1, 0.3], patience=3, mode="max")
+
+
+def _tiny_model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Linear(3, 2)
+
+
+@_checks
+def check_restore_best(EarlyStopping) -> None:
+    """``step(value, model)`` keeps a *copy* of the best ``state_dict``; ``restore(model)`` loads it."""
+    model = _tiny_model()
+    stopper = call(EarlyStopping, patience=5, restore_best=True, what="EarlyStopping(patience=5, restore_best=True)")
+    weights = []
+    for value in (1.0, 0.5, 0.7, 0.9):
+        with torch.no_grad():
+            model.weight.add_(1.0)
+        weights.append(model.weight.detach().clone())
+        call(stopper.step, value, model, what=f"step({value}, model)")
+    call(stopper.restore, model, what="restore(model)")
+    if torch.equal(model.weight, weights[-1]):
+        raise CheckFailure("after restore(model) the model still has its latest weights, not those of "
+                           "the best step (the second). Keep a copy of the state at each improvement: "
+                           "{k: v.clone() for k, v in model.state_dict().items()} (state_dict() returns "
+                           "references to the live tensors, which keep changing).")
+    if not torch.equal(model.weight, weights[1]):
+        raise CheckFailure("after restore(model) the model's weights are not those of the best step "
+                           "(the second value, 0.5).")
+
+
+@_checks
+def check_arguments(EarlyStopping) -> None:
+    """``ValueError`` naming the value for an unknown mode, a negative patience or min_delta."""
+    for options, value in (({"mode": "maximum"}, "maximum"), ({"patience": -1}, "-1"),
+                           ({"min_delta": -0.5}, "-0.5")):
+        text = ", ".join(f"{k}={v!r}" for k, v in options.items())
+        try:
+            EarlyStopping(**options)
+        except ValueError as e:
+            if value not in str(e):
+                raise CheckFailure(f"EarlyStopping({text}) raised ValueError({str(e)!r}); a clear message "
+                                   f"names the bad value ({value}) and what is allowed.") from None
+            continue
+        except NotImplementedError:
+            raise CheckFailure("EarlyStopping raised NotImplementedError: implement it.") from None
+        except Exception as e:  # noqa: BLE001 - the wrong kind of error
+            raise CheckFailure(f"EarlyStopping({text}) raised {type(e).__name__}: {e}; it should raise "
+                               f"ValueError naming the value.") from None
+        raise CheckFailure(f"EarlyStopping({text}) was accepted; it should raise ValueError naming the "
+                           f"value: a mistake in the arguments must not pass silently.")
+
+
+@_checks
+def check_random_sequences(EarlyStopping, *, seed: int = 0, runs: int = 30) -> None:
+    """Random walks of validation values (with plateaus and NaNs) under random settings."""
+    rng = random.Random(seed)
+    for _ in range(runs):
+        mode = rng.choice(["min", "max"])
+        value, values = 1.0, []
+        for _ in range(rng.randint(5, 25)):
+            r = rng.random()
+            if r < 0.1:
+                values.append(NAN)
+                continue
+            if r > 0.8:
+                value = value            # a plateau: equal values do not improve
+            else:
+                value = round(value + rng.choice([-1, 1]) * rng.choice([0.01, 0.05, 0.1, 0.2]), 2)
+            values.append(value)
+        _compare(EarlyStopping, values, patience=rng.randint(1, 4),
+                 min_delta=rng.choice([0.0, 0.0, 0.03, 0.1]), mode=mode)
