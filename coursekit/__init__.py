@@ -7,8 +7,12 @@ Modules (one concept each):
 - :mod:`coursekit.data`: offline data sets as tensors with seeded train/validation/test splits.
 - :mod:`coursekit.linear`: condition numbers and gradient descent for linear models.
 - :mod:`coursekit.train`: ``fit``, ``evaluate``, ``predict`` and ``fit_seeds``, on CPU, GPU or
-  several processes; :mod:`coursekit.callbacks` (``EarlyStopping``, ...) and
+  several processes; :mod:`coursekit.callbacks` (``Callback``, ...) and
   :mod:`coursekit.distributed` (DDP set-up, ``SyncBatchNorm``) beside it.
+- :mod:`coursekit.norm`: batch, layer, instance, group and weight normalization in plain ops.
+- :mod:`coursekit.init`: fans, gains, Xavier/Glorot, He/Kaiming and LSUV initialization.
+- :mod:`coursekit.regularization`: dropout, noise, augmentations (mixup, cutmix, label
+  smoothing), ``EarlyStopping`` and Prechelt's stopping criteria.
 - :mod:`coursekit.measure`: per-layer activation and gradient statistics, recorded by hooks.
 - :mod:`coursekit.plots`: the figures the chapters share (seed bands, sweeps, layer statistics).
 - :mod:`coursekit.grading`: the machinery behind the assignments' check cells.

@@ -227,7 +227,7 @@ class LayerStats:
         zero = a.abs() <= self.zero_tol
         stats = torch.cat([
             torch.stack([flat.mean(), flat.std(correction=0)]),
-            torch.quantile(sample, q),
+            torch.quantile(sample, q) if len(q) else q,           # (a sort: skipped when not asked for)
             torch.stack([zero.float().mean(),
                          (per_unit.abs() <= self.zero_tol).all(dim=1).float().mean(),
                          (a.abs() >= self.saturate_at).float().mean()]),

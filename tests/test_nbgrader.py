@@ -49,7 +49,8 @@ def normalized(path: Path) -> dict:
 
 
 def test_assignments_exist():
-    assert {"scaling", "batchnorm", "normalization"} <= set(ASSIGNMENTS)
+    assert set(ASSIGNMENTS) == {"scaling", "batchnorm", "normalization", "initialization", "dropout",
+                                "early_stopping"} == set(SUBMISSIONS)
 
 
 @pytest.mark.parametrize("assignment", ASSIGNMENTS)
@@ -149,9 +150,39 @@ SUBMISSIONS["normalization"] = {
          "x = input.reshape(N, C // num_groups, num_groups, -1).transpose(1, 2).reshape(N, num_groups, -1)"),
     ], {"check_instance_norm", "check_group_norm", "hidden_group_norm"}),
 }
+SUBMISSIONS["initialization"] = {
+    "correct": ([], set()),
+    "fan_in_only_and_no_gain": ([
+        ("xavier_uniform_", "2.0 / (fan_in + fan_out)", "1.0 / fan_in"),
+        ("kaiming_normal_", "std = calculate_gain(nonlinearity, a) / math.sqrt(fan)", "std = 1 / math.sqrt(fan)"),
+    ], {"check_xavier_uniform", "check_kaiming_normal", "hidden_initializers"}),
+    "linear_layers_measured": ([
+        ("layer_stds", "if isinstance(layer, ACTIVATIONS):", "if isinstance(layer, nn.Linear):"),
+    ], {"check_layer_stds", "hidden_layer_stds"}),
+}
+SUBMISSIONS["dropout"] = {
+    "correct": ([], set()),
+    "no_rescaling_and_dropout_in_eval": ([
+        ("dropout", "return input * keep / (1 - p)", "return input * keep"),
+        ("dropout", "if not training or p == 0:", "if p == 0:"),
+    ], {"check_dropout_forward", "check_dropout_eval", "check_dropout_backward", "hidden_dropout"}),
+    "nan_at_p_1": ([
+        ("dropout", "if p == 1:\n        return input * 0", "if False:\n        pass"),
+    ], {"check_dropout_edge_cases"}),
+}
+SUBMISSIONS["early_stopping"] = {
+    "correct": ([], set()),
+    "nan_improves": ([
+        ("early_stopping", "if math.isnan(value):\n            improved = False\n        elif self.best is None:",
+         "if self.best is None or math.isnan(self.best) or math.isnan(value):"),
+    ], {"check_best", "hidden_random_sequences"}),
+    "no_copy_of_the_best_weights": ([
+        ("early_stopping", "{k: v.detach().clone() for k, v in model.state_dict().items()}", "model.state_dict()"),
+    ], {"check_restore_best"}),
+}
 MANUAL = {"answer"}  # grade cells graded by hand
-AUTOGRADED_MAX = {"scaling": 20, "batchnorm": 20, "normalization": 20}
-TOTAL_MAX = {"scaling": 25, "batchnorm": 25, "normalization": 25}
+AUTOGRADED_MAX = dict.fromkeys(SUBMISSIONS, 20)
+TOTAL_MAX = dict.fromkeys(SUBMISSIONS, 25)
 CASES = [(a, s) for a in SUBMISSIONS for s in SUBMISSIONS[a]]
 
 
