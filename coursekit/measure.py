@@ -17,6 +17,7 @@ until a result is read. The plots are in :mod:`coursekit.plots` (``plot_layer_st
 """
 from __future__ import annotations
 
+import copy
 from typing import Iterable
 
 import numpy as np
@@ -391,12 +392,14 @@ class _Restored:
 
 
 def internal_covariate_shift(model: nn.Module, loss_fn, x: torch.Tensor, y: torch.Tensor, *,
-                             lr: float, layers=None) -> dict:
+                             lr: float | None = None, optimizer: torch.optim.Optimizer | None = None,
+                             layers=None) -> dict:
     r"""Internal covariate shift as a change of gradients (Santurkar et al. 2018, Definition 2.1).
 
     Let :math:`G_i = \nabla_{W_i} L(W_1, \dots, W_k; x, y)` be the gradient of layer
-    :math:`i`'s weight on the batch, and take one gradient step
-    :math:`W_j' = W_j - \eta \nabla_{W_j} L` of every parameter. Then
+    :math:`i`'s weight on the batch, and take one step of every parameter,
+    :math:`W_j \to W_j'`: a plain gradient step :math:`W_j' = W_j - \eta \nabla_{W_j} L`,
+    or the step that the training ``optimizer`` would take from these gradients. Then
 
     .. math::
         G_i' = \nabla_{W_i} L(W_1', \dots, W_{i-1}', W_i, \dots, W_k; x, y)
@@ -414,22 +417,29 @@ def internal_covariate_shift(model: nn.Module, loss_fn, x: torch.Tensor, y: torc
         model: the network.
         loss_fn: ``loss_fn(model(x), y)``, a scalar.
         x, y: the batch.
-        lr: :math:`\eta`, the learning rate of the (plain gradient) step.
+        lr: :math:`\eta`, for a plain gradient step; or
+        optimizer: the training optimizer, whose step is taken (and undone: its state, e.g.
+            momentum buffers, and the parameters' ``.grad`` are left as they were).
         layers: the layers whose weights are measured: default every ``Linear`` and
             ``Conv{1,2,3}d``, in the order of ``model.modules()``; or a list of modules.
 
     Returns:
         ``{"l2": tensor (L,), "cosine": tensor (L,)}``, float64, one value per layer.
     """
+    if (lr is None) == (optimizer is None):
+        raise ValueError("give either lr (a plain gradient step) or optimizer (its step), not both or neither")
     layers = [m for m in model.modules() if isinstance(m, _WEIGHTED)] if layers is None else list(layers)
     if not layers:
         raise ValueError(f"no Linear or Conv layer in {type(model).__name__} to measure")
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    params = [p for _, p in named]
+    params = [p for p in model.parameters() if p.requires_grad]
     index = {id(p): i for i, p in enumerate(params)}
     with _Restored(model):
         _, grads = _loss_and_grads(model, loss_fn, x, y, params)
         old = [p.detach().clone() for p in params]
+        if optimizer is None:
+            new = [w - lr * g for w, g in zip(old, grads)]
+        else:
+            new = _optimizer_step(optimizer, params, grads)
         l2, cosine = [], []
         for layer in layers:
             if id(layer.weight) not in index:
@@ -437,12 +447,27 @@ def internal_covariate_shift(model: nn.Module, loss_fn, x: torch.Tensor, y: torc
             i = index[id(layer.weight)]
             with torch.no_grad():
                 for j, p in enumerate(params):
-                    p.copy_(old[j] - lr * grads[j] if j < i else old[j])
+                    p.copy_(new[j] if j < i else old[j])
             _, shifted = _loss_and_grads(model, loss_fn, x, y, params)
             g, g2 = grads[i].flatten().double(), shifted[i].flatten().double()
             l2.append((g - g2).norm())
             cosine.append(torch.dot(g, g2) / (g.norm() * g2.norm()).clamp_min(1e-300))
     return {"l2": torch.stack(l2).cpu(), "cosine": torch.stack(cosine).cpu()}
+
+
+def _optimizer_step(optimizer: torch.optim.Optimizer, params, grads) -> list[torch.Tensor]:
+    """The parameters after ``optimizer.step()`` with ``grads``; the optimizer's state and the
+    parameters' ``.grad`` are put back (the parameters themselves by the caller)."""
+    saved_state = copy.deepcopy(optimizer.state_dict())
+    saved_grads = [p.grad for p in params]
+    for p, g in zip(params, grads):
+        p.grad = g.clone()
+    optimizer.step()
+    new = [p.detach().clone() for p in params]
+    optimizer.load_state_dict(saved_state)
+    for p, g in zip(params, saved_grads):
+        p.grad = g
+    return new
 
 
 def landscape_probe(model: nn.Module, loss_fn, x: torch.Tensor, y: torch.Tensor,

@@ -100,6 +100,25 @@ def test_ics_matches_a_hand_computation():
     torch.testing.assert_close(ics["cosine"][2], cos)
 
 
+def test_the_optimizers_step_can_be_used_and_is_undone():
+    model, (x, y) = mlp(), batch()
+    sgd = torch.optim.SGD(model.parameters(), lr=0.3)
+    torch.testing.assert_close(internal_covariate_shift(model, F.cross_entropy, x, y, optimizer=sgd),
+                               internal_covariate_shift(model, F.cross_entropy, x, y, lr=0.3))
+    adam = torch.optim.Adam(model.parameters(), lr=0.01)
+    F.cross_entropy(model(x), y).backward()
+    adam.step()                                                   # some state: moments, step count
+    state, grads = snapshot(model), [p.grad.clone() for p in model.parameters()]
+    adam_state = str(adam.state_dict())
+    ics = internal_covariate_shift(model, F.cross_entropy, x, y, optimizer=adam)
+    assert ics["l2"][0] == 0 and (ics["l2"][1:] > 0).all()
+    assert_unchanged(model, state)
+    assert str(adam.state_dict()) == adam_state
+    assert all(torch.equal(p.grad, g) for p, g in zip(model.parameters(), grads))
+    with pytest.raises(ValueError, match="either lr"):
+        internal_covariate_shift(model, F.cross_entropy, x, y, lr=0.1, optimizer=adam)
+
+
 def test_ics_leaves_a_bn_network_as_it_was():
     model, (x, y) = mlp(bn=True), batch()
     model.train()
