@@ -50,7 +50,7 @@ def normalized(path: Path) -> dict:
 
 def test_assignments_exist():
     assert set(ASSIGNMENTS) == {"scaling", "batchnorm", "normalization", "initialization", "dropout",
-                                "early_stopping"} == set(SUBMISSIONS)
+                                "early_stopping", "smoothness"} == set(SUBMISSIONS)
 
 
 @pytest.mark.parametrize("assignment", ASSIGNMENTS)
@@ -179,6 +179,17 @@ SUBMISSIONS["early_stopping"] = {
     "no_copy_of_the_best_weights": ([
         ("early_stopping", "{k: v.detach().clone() for k, v in model.state_dict().items()}", "model.state_dict()"),
     ], {"check_restore_best"}),
+}
+SUBMISSIONS["smoothness"] = {
+    "correct": ([], set()),
+    "all_layers_updated_and_uphill_probe": ([
+        ("internal_covariate_shift", "if j < i else old[j]", ""),
+        ("landscape_probe", "p.copy_(w - eta * g)", "p.copy_(w + eta * g)"),
+    ], {"check_ics", "hidden_ics", "check_probe", "hidden_probe"}),
+    "probe_in_eval_mode": ([
+        ("landscape_probe", "state = copy.deepcopy(model.state_dict())", "state = copy.deepcopy(model.state_dict())\n    model.eval()"),
+        ("landscape_probe", "model.load_state_dict(state)", "model.load_state_dict(state)\n    model.train()"),
+    ], {"check_probe", "hidden_probe"}),
 }
 MANUAL = {"answer"}  # grade cells graded by hand
 AUTOGRADED_MAX = dict.fromkeys(SUBMISSIONS, 20)
