@@ -8,12 +8,16 @@ PYTEST_ARGS ?=
 # nbgrader runs helper programs (alembic) by name: the venv's tools come first
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: help install book test release lock clean
+.PHONY: help install book test release collect grade feedback grades lock clean
 
 help:
 	@echo "make book     build the rendered book into _build/html (executes every chapter)"
 	@echo "make test     run the whole test suite"
 	@echo "make release  regenerate exercises/ from solutions/ with nbgrader (and create gradebook.db)"
+	@echo "make collect ASSIGNMENT=scaling FROM=folder-or.zip   put submissions into submitted/"
+	@echo "make grade ASSIGNMENT=scaling [JOBS=2]               preflight and autograde the class"
+	@echo "make feedback ASSIGNMENT=scaling                     HTML feedback (hidden tests hidden)"
+	@echo "make grades                                          grades.csv and grading/<assignment>/report.md"
 	@echo "make lock     re-resolve requirements.in into the pinned requirements.txt"
 	@echo "make clean    remove _build/ and the execution cache"
 
@@ -36,6 +40,20 @@ test: $(STAMP)
 
 release: $(STAMP)
 	for a in $$(ls solutions); do $(VENV)/bin/nbgrader generate_assignment $$a --force || exit 1; done
+
+# Instructors: one command per step (coursekit.classroom wraps nbgrader)
+JOBS ?=
+collect: $(STAMP)
+	$(PY) -m coursekit.classroom collect $(ASSIGNMENT) $(FROM)
+
+grade: $(STAMP)
+	$(PY) -m coursekit.classroom grade $(ASSIGNMENT) $(if $(JOBS),--jobs $(JOBS))
+
+feedback: $(STAMP)
+	$(PY) -m coursekit.classroom feedback $(ASSIGNMENT)
+
+grades: $(STAMP)
+	$(PY) -m coursekit.classroom export
 
 lock:
 	@test -x $(PY) || python3 -m venv $(VENV)

@@ -26,3 +26,12 @@ c.Execute.interrupt_on_timeout = True
 os.environ.setdefault("PYTHONWARNINGS", "ignore")
 os.environ.setdefault("COURSEKIT_PROGRESS", "0")
 os.environ.setdefault("COURSEKIT_QUIET", "1")
+
+# Feedback never shows the hidden tests: their source is replaced by a note and an error in
+# them by the check's message (see coursekit.classroom, which also grades a whole class).
+from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor  # noqa: E402
+from nbgrader.preprocessors import GetGrades  # noqa: E402
+
+from coursekit.classroom import HideHiddenTests  # noqa: E402
+
+c.GenerateFeedback.preprocessors = [GetGrades, CSSHTMLHeaderPreprocessor, HideHiddenTests]

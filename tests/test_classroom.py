@@ -1,0 +1,192 @@
+"""Grading a class with coursekit.classroom: every student graded or listed with a reason,
+bad submissions repaired or rejected without stopping the batch, no stale grade exported,
+feedback without hidden tests, and the same scores as nbgrader alone."""
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from coursekit import classroom
+from conftest import ROOT, tool_env
+
+pytestmark = pytest.mark.slow
+A = "scaling"
+MINMAX_RETURN = "return (X - self.data_min) / self.data_range * (high - low) + low"
+
+
+def cell_index(nb, grade_id):
+    return next(i for i, c in enumerate(nb["cells"]) if c["metadata"].get("nbgrader", {}).get("grade_id") == grade_id)
+
+
+def edit(nb, grade_id, old, new):
+    nb = json.loads(json.dumps(nb))
+    cell = nb["cells"][cell_index(nb, grade_id)]
+    source = "".join(cell["source"])
+    assert old in source, f"{grade_id} no longer contains {old!r}"
+    cell["source"] = source.replace(old, new)
+    return nb
+
+
+@pytest.fixture(scope="module")
+def course(tmp_path_factory) -> Path:
+    course = tmp_path_factory.mktemp("class")
+    shutil.copy(ROOT / "nbgrader_config.py", course)
+    shutil.copytree(ROOT / "solutions" / A, course / "solutions" / A)
+    subprocess.run([str(Path(sys.executable).parent / "nbgrader"), "generate_assignment", A, "--force"],
+                   cwd=course, env=tool_env(), check=True, capture_output=True)
+    return course
+
+
+def submit(course, student, nb=None, name=f"{A}.ipynb", text=None):
+    folder = course / "submitted" / student / A
+    folder.mkdir(parents=True, exist_ok=True)
+    if nb is not None or text is not None:
+        (folder / name).write_text(text if text is not None else json.dumps(nb))
+
+
+@pytest.fixture(scope="module")
+def graded(course):
+    solution = json.loads((course / "solutions" / A / f"{A}.ipynb").read_text())
+    submit(course, "alice", solution)
+    submit(course, "bob", solution, name=f"{A} (1).ipynb")
+    duplicated = json.loads(json.dumps(solution))
+    i = cell_index(duplicated, "min_max_scaler")
+    duplicated["cells"].insert(i + 1, json.loads(json.dumps(duplicated["cells"][i])))
+    j = cell_index(duplicated, "check_min_max_transform")
+    duplicated["cells"].insert(j + 1, json.loads(json.dumps(duplicated["cells"][j])))
+    submit(course, "carol", duplicated)
+    deleted = json.loads(json.dumps(solution))
+    del deleted["cells"][cell_index(deleted, "check_min_max_transform")]
+    submit(course, "dave", deleted)
+    submit(course, "erin", text='{"cells": [ this is not json')
+    submit(course, "frank")                                            # a folder without a notebook
+    submit(course, "grace", edit(solution, "min_max_scaler", "class MinMaxScaler", "while True:\n    pass\n\n\nclass MinMaxScaler"))
+    submit(course, "heidi", solution)                                  # graded now, broken later
+    submit(course, "ivan", edit(solution, "min_max_scaler", "class MinMaxScaler",
+                                "for i in range(200_000):\n    print('x' * 50, i)\n\n\nclass MinMaxScaler"))
+    submit(course, "judy", edit(solution, "min_max_scaler", MINMAX_RETURN,
+                                "import sys, warnings\n        warnings.warn('a UserWarning', UserWarning)\n"
+                                "        print('debug on stderr', file=sys.stderr)\n        " + MINMAX_RETURN))
+    submit(course, "kim", edit(solution, "min_max_scaler", MINMAX_RETURN,
+                               "lo, hi = X.amin(dim=0), X.amax(dim=0)\n        return (X - lo) / (hi - lo) * (high - low) + low"))
+    lines = []
+    first = classroom.grade(course, A, jobs=2, timeout=10, progress=lines.append)
+    heidi_first = _score(course, "heidi")
+    # heidi's regrade fails: her old grade must not survive
+    submit(course, "heidi", edit(solution, "standard_scaler", "class StandardScaler",
+                                 "import os\nos._exit(1)\n\n\nclass StandardScaler"))
+    second = classroom.grade(course, A, jobs=1, students=["heidi"], progress=lines.append)
+    return {s.student: s for s in first}, {s.student: s for s in second}, heidi_first, lines
+
+
+def _score(course, student):
+    from nbgrader.api import Gradebook, MissingEntry
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
+        try:
+            return gb.find_submission(A, student).score
+        except MissingEntry:
+            return None
+
+
+def test_every_student_is_graded_or_listed_with_a_reason(graded, course):
+    first, second, _, lines = graded
+    statuses = {s: r.status for s, r in first.items()}
+    assert statuses == {"alice": "graded", "bob": "graded", "carol": "graded", "dave": "graded",
+                        "erin": "rejected", "frank": "rejected", "grace": "graded", "heidi": "graded",
+                        "ivan": "graded", "judy": "graded", "kim": "graded"}
+    assert "not a valid notebook" in first["erin"].reason and "JSON" in first["erin"].reason
+    assert "scaling.ipynb is missing (found: no notebook)" == first["frank"].reason
+    assert any(line.startswith("graded ") for line in lines)   # progress while it runs
+    rows = {r["student"]: r for r in csv.DictReader(open(course / "grading" / A / "status.csv"))}
+    assert rows["erin"]["status"] == "rejected" and rows["erin"]["reason"]
+
+
+def test_repairs_are_made_and_reported(graded):
+    first = graded[0]
+    assert first["bob"].repairs == ["'scaling (1).ipynb' was renamed 'scaling.ipynb'"]
+    assert any("'min_max_scaler' (a copy)" in r for r in first["carol"].repairs)
+    assert any("'check_min_max_transform' (a copy)" in r for r in first["carol"].repairs)
+    assert any("the deleted cell 'check_min_max_transform' was put back" in r for r in first["dave"].repairs)
+
+
+def test_scores(graded, course):
+    full = 20.0
+    for student in ("alice", "bob", "carol", "dave", "ivan", "judy"):
+        assert _score(course, student) == full, student           # stderr, huge output, repairs: full points
+    assert graded[2] == full                                        # heidi, the first time
+    grace = _score(course, "grace")                                 # the loop was interrupted: min-max checks lost
+    assert 0 < grace < full
+    assert _score(course, "kim") < full
+
+
+def test_a_failed_regrade_leaves_no_stale_grade(graded, course):
+    second = graded[1]
+    assert second["heidi"].status == "failed" and "kernel died" in second["heidi"].reason
+    assert _score(course, "heidi") is None
+    assert not (course / "autograded" / "heidi" / A).exists()
+    path = classroom.export(course)
+    rows = {r["student_id"]: r for r in csv.DictReader(open(path)) if r["assignment"] == A}
+    assert rows["heidi"]["score"] == "" and rows["heidi"]["status"] == "failed"
+    assert rows["erin"]["status"] == "rejected" and rows["erin"]["score"] == ""
+    assert float(rows["alice"]["score"]) == 20.0 and rows["alice"]["status"] == "graded"
+    assert (course / "grading" / A / "report.png").stat().st_size > 1000
+    report = (course / "grading" / A / "report.md").read_text()
+    assert "| check_min_max_transform |" in report and "hidden_min_max" in report
+
+
+def test_feedback_shows_messages_never_hidden_tests(graded, course):
+    classroom.feedback(course, A)
+    html = (course / "feedback" / "kim" / A / f"{A}.html").read_text()
+    assert "BEGIN HIDDEN TESTS" not in html and "seed=2718" not in html and "seed=31415" not in html
+    assert "hidden tests: they ran here" in html
+    assert "transform(X) returned wrong values" in html or "returned wrong values" in html
+    for student in ("alice", "grace"):
+        text = (course / "feedback" / student / A / f"{A}.html").read_text()
+        assert "seed=2718" not in text and "BEGIN HIDDEN TESTS" not in text
+
+
+def test_parallel_grading_gives_nbgraders_scores(graded, course, tmp_path):
+    """The same submissions graded by plain sequential `nbgrader autograde` score the same."""
+    plain = tmp_path / "plain"
+    shutil.copytree(course, plain, ignore=shutil.ignore_patterns("autograded", "feedback", "grading", "gradebook.db"))
+    for student in ("erin", "frank", "heidi"):
+        shutil.rmtree(plain / "submitted" / student)
+    subprocess.run([str(Path(sys.executable).parent / "nbgrader"), "generate_assignment", A, "--force"],
+                   cwd=plain, env=tool_env(), check=True, capture_output=True)
+    subprocess.run([str(Path(sys.executable).parent / "nbgrader"), "autograde", A, "--Execute.timeout=10"],
+                   cwd=plain, env=tool_env(), check=True, capture_output=True)
+    from nbgrader.api import Gradebook
+    with Gradebook(f"sqlite:///{plain / 'gradebook.db'}") as gb:
+        for student in ("alice", "bob", "carol", "dave", "grace", "ivan", "judy", "kim"):
+            assert gb.find_submission(A, student).score == _score(course, student), student
+
+
+def test_collect_from_a_folder_and_from_an_lms_zip(course, tmp_path):
+    solution = (course / "solutions" / A / f"{A}.ipynb").read_text()
+    folder = tmp_path / "downloads"
+    (folder / "zoe").mkdir(parents=True)
+    (folder / "zoe" / f"{A}.ipynb").write_text(solution)
+    assert classroom.collect(course, A, folder) == ["zoe"]
+    assert (course / "submitted" / "zoe" / A / f"{A}.ipynb").exists()
+    archive = tmp_path / "lms.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr(f"yann_12345_attempt_{A}.ipynb", solution)
+    assert "yann" in classroom.collect(course, A, archive)
+    assert (course / "submitted" / "yann" / A / f"{A}.ipynb").exists()
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        classroom.collect(course, A, tmp_path / "nothing")
+    shutil.rmtree(course / "submitted" / "zoe")
+    shutil.rmtree(course / "submitted" / "yann")
+
+
+def test_command_line_errors_are_clear(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "coursekit.classroom", "--course", str(tmp_path), "grade", A],
+                            capture_output=True, text=True, env=tool_env())
+    assert result.returncode == 2 and "run `make release`" in result.stderr
