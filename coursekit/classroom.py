@@ -164,7 +164,7 @@ def preflight(course: Path, assignment: str, submitted: Path | None = None) -> l
             for cell in nb["cells"]:   # outputs are recomputed: drop them (a huge one costs memory)
                 if cell.get("cell_type") == "code":
                     cell["outputs"], cell["execution_count"] = [], None
-            notes: list[str] = []
+            notes: list[str] = [f"review: {n}" for n in _scan(nb, release)]
             nb = _repair_notebook(nb, release, notes)
             sub.repairs += [f"{name}: {n}" for n in notes]
             path.write_text(json.dumps(nb, indent=1))
@@ -186,13 +186,178 @@ def _check_released(course: Path, assignment: str) -> None:
             raise ValueError(f"the gradebook does not know the assignment {assignment!r}: run `make release`")
 
 
+# --------------------------------------------------------------------------- integrity
+#
+# Student code runs in the grading kernel before the tests. Three defences, none of them a
+# sandbox:
+# 1. two cells are added to the graded copy of every notebook (never to the student's file):
+#    the first, before any student code, records the identity of everything the checks rely
+#    on (coursekit.grading and its modules, torch, torch.Tensor, torch.testing,
+#    torch.nn.functional, math, builtins, the modules in sys.modules, IPython's error
+#    display, sys.excepthook); the last compares. Monkeypatching any of them, or deleting
+#    the record, flags the submission;
+# 2. after grading, outside the kernel: every test cell of the graded notebook must have
+#    exactly the gradebook's source (hidden tests included), and every score must be what
+#    the cell's output gives with the gradebook's points (a kernel that edited its shard's
+#    gradebook is caught here);
+# 3. the student's code is scanned for references to the grading machinery, the
+#    solutions or the gradebook, noted for the instructor's review.
+# A flagged submission keeps no grade; it is listed with what was found.
+
+INTEGRITY_TAG = "coursekit_integrity"
+INTEGRITY_OK = "coursekit-integrity: ok"
+_WATCHED_MODULES = ("builtins", "math", "torch", "torch.testing", "torch.nn.functional", "coursekit.grading")
+# names that legitimate code rebinds: IPython's `_` and ipykernel's `input` (every cell), and
+# torch.manual_seed (wrapped when torch._dynamo is first imported, e.g. by an optimizer)
+_LAZY = {("builtins", "_"), ("builtins", "input"), ("torch", "manual_seed")}
+
+_INTEGRITY_START = """\
+def __coursekit_integrity_start():
+    import builtins, importlib, pkgutil, sys, types
+    import torch, torch.testing, torch.nn.functional
+    import coursekit.grading
+    names = list(%(watched)r) + ["coursekit.grading." + m.name for m in pkgutil.iter_modules(coursekit.grading.__path__)]
+    modules = {name: importlib.import_module(name) for name in names}
+    shell = get_ipython()
+
+    def fingerprint():
+        seen = {}
+        for name, module in modules.items():
+            seen["sys.modules[%%r]" %% name] = id(sys.modules.get(name))
+            for key, value in list(vars(module).items()):
+                if (name, key) in %(lazy)r:   # rebound by IPython, ipykernel or torch itself
+                    continue
+                seen[name + "." + key] = id(value)
+                if isinstance(value, types.FunctionType):
+                    seen[name + "." + key + ".__code__"] = id(value.__code__)
+                    seen[name + "." + key + ".__defaults__"] = repr(value.__defaults__)
+                    seen[name + "." + key + ".__kwdefaults__"] = repr(value.__kwdefaults__)
+        for key, value in list(vars(torch.Tensor).items()):
+            seen["torch.Tensor." + key] = id(value)
+        for key in ("showtraceback", "_showtraceback", "showsyntaxerror", "displayhook", "display_pub", "run_cell"):
+            value = getattr(shell, key, None)   # a bound method is a new object each time: compare its function
+            seen["IPython." + key] = (id(getattr(value, "__func__", value)), key in vars(shell))
+        seen["sys.excepthook"] = id(getattr(sys.excepthook, "__func__", sys.excepthook))
+        return seen
+
+    before = fingerprint()
+
+    def compare():
+        after = fingerprint()
+        changed = sorted(k for k, v in before.items() if after.get(k, "missing") != v)
+        return changed
+    return compare
+
+
+__coursekit_integrity_compare = __coursekit_integrity_start()
+del __coursekit_integrity_start
+"""
+
+_INTEGRITY_END = """\
+__coursekit_integrity_changed = __coursekit_integrity_compare()
+print(%(ok)r if not __coursekit_integrity_changed else
+      "coursekit-integrity: changed " + ", ".join(__coursekit_integrity_changed[:12]))
+"""
+
+
+def _integrity_cells() -> tuple[dict, dict]:
+    def cell(source):
+        return {"cell_type": "code", "execution_count": None, "id": f"{INTEGRITY_TAG}-{len(source)}",
+                "metadata": {INTEGRITY_TAG: True}, "outputs": [], "source": source}
+    return (cell(_INTEGRITY_START % {"watched": _WATCHED_MODULES, "lazy": _LAZY}),
+            cell(_INTEGRITY_END % {"ok": INTEGRITY_OK}))
+
+
+_SUSPICIOUS = [
+    (r"coursekit\s*\.\s*grading|from\s+coursekit\.grading|import\s+coursekit\.grading", "the grading machinery (coursekit.grading)"),
+    (r"assert_close|torch\.testing", "torch.testing"),
+    (r"\bbuiltins\b|__builtins__", "builtins"),
+    (r"showtraceback|excepthook|displayhook|get_ipython", "IPython's error display"),
+    (r"sys\.modules|__code__|__closure__|\bgc\b\.", "interpreter internals"),
+    (r"gradebook|solutions/|BEGIN HIDDEN|nbgrader", "the gradebook, the solutions or the hidden tests"),
+    (r"__coursekit_integrity", "the integrity check"),
+]
+
+
+def _student_code(nb: dict, release: dict) -> str:
+    """The code a student wrote: editable code cells that differ from every released cell."""
+    given = {"".join(c["source"]) for c in release["cells"]}
+    parts = []
+    for cell in nb["cells"]:
+        meta = cell.get("metadata", {}).get("nbgrader", {})
+        source = "".join(cell["source"])
+        if cell.get("cell_type") == "code" and not meta.get("locked") and source not in given:
+            parts.append(source)
+    return "\n".join(parts)
+
+
+def _scan(nb: dict, release: dict) -> list[str]:
+    code = _student_code(nb, release)
+    return [f"the code refers to {what}" for pattern, what in _SUSPICIOUS if re.search(pattern, code)]
+
+
+def _verify(course: Path, shard: Path, assignment: str, student: str, notebooks: list[str]) -> list[str]:
+    """What is wrong with a graded submission, checked outside the kernel (empty: nothing)."""
+    problems = []
+    with sqlite3.connect(_db_path(course)) as main, sqlite3.connect(shard / "gradebook.db") as graded:
+        for name in notebooks:
+            nb = json.loads((shard / "autograded" / student / assignment / name).read_text())
+            notebook = name[:-len(".ipynb")]
+            ends = [c for c in nb["cells"] if c["metadata"].get(INTEGRITY_TAG)]
+            text = "".join("".join(o.get("text", "")) for o in (ends[-1]["outputs"] if ends else [])
+                           if o.get("output_type") == "stream")
+            if INTEGRITY_OK not in text:
+                found = re.search(r"coursekit-integrity: .*", text)
+                problems.append(f"{name}: the integrity check " + (f"reported: {found.group(0)[20:]}" if found
+                                                                      else "did not run to the end"))
+            query = ("SELECT c.name, s.source, g.max_score FROM grade_cells g JOIN base_cell c ON g.id = c.id "
+                     "JOIN notebook n ON c.notebook_id = n.id JOIN assignment a ON n.assignment_id = a.id "
+                     "JOIN source_cell s ON s.name = c.name AND s.notebook_id = n.id "
+                     "WHERE a.name = ? AND n.name = ?")
+            cells = {row[0]: (row[1], row[2]) for row in main.execute(query, (assignment, notebook))}
+            scores_query = ("SELECT c.name, gr.auto_score FROM grade gr JOIN base_cell c ON gr.cell_id = c.id "
+                            "JOIN submitted_notebook sn ON gr.notebook_id = sn.id "
+                            "JOIN submitted_assignment sa ON sn.assignment_id = sa.id "
+                            "JOIN assignment a ON sa.assignment_id = a.id JOIN notebook n ON sn.notebook_id = n.id "
+                            "WHERE a.name = ? AND n.name = ? AND sa.student_id = ?")
+            scores = dict(graded.execute(scores_query, (assignment, notebook, student)).fetchall())
+            for cell in nb["cells"]:
+                gid = _grade_id(cell)
+                if gid not in cells or not cell["metadata"]["nbgrader"].get("grade"):
+                    continue
+                source, max_score = cells[gid]
+                if cell["metadata"]["nbgrader"].get("locked") and "".join(cell["source"]) != source:
+                    problems.append(f"{name}: the test cell {gid!r} ran with other code than the gradebook's")
+                expected = _cell_score(cell, max_score)
+                if expected is not None and scores.get(gid) != expected:
+                    problems.append(f"{name}: the score of {gid!r} ({scores.get(gid)}) is not what its output "
+                                    f"gives ({expected})")
+    return problems
+
+
+def _cell_score(cell: dict, max_score: float) -> float | None:
+    """nbgrader's rule for an autograded code cell, with the gradebook's points."""
+    from nbgrader.utils import determine_grade
+    if cell.get("cell_type") != "code" or cell["metadata"]["nbgrader"].get("solution"):
+        return None
+    cell = nbformat.from_dict(copy.deepcopy(cell))
+    cell.metadata.nbgrader["points"] = max_score
+    return determine_grade(cell)[0]
+
+
 def _make_shard(course: Path, root: Path, assignment: str, students: list[str]) -> Path:
     """A private course directory: the config, a copy of the gradebook, these students' submissions."""
     root.mkdir(parents=True)
     shutil.copy(course / "nbgrader_config.py", root)
     shutil.copy(_db_path(course), root / "gradebook.db")
+    start, end = _integrity_cells()
     for student in students:
-        shutil.copytree(course / "submitted" / student / assignment, root / "submitted" / student / assignment)
+        target = root / "submitted" / student / assignment
+        shutil.copytree(course / "submitted" / student / assignment, target)
+        for path in target.glob("*.ipynb"):
+            nb = json.loads(path.read_text())
+            nb["cells"] = [start, *nb["cells"], end]
+            path.write_text(json.dumps(nb))
     return root
 
 
@@ -290,7 +455,8 @@ def grade(course: Path, assignment: str, *, jobs: int | None = None, timeout: in
         progress: called with a line of text as grading advances.
 
     Returns:
-        one :class:`Submission` per student, with ``status`` "graded", "rejected" or "failed".
+        one :class:`Submission` per student, with ``status`` "graded", "rejected", "failed"
+        or "flagged" (the integrity checks found something: no grade is kept).
     """
     course = Path(course).resolve()
     _check_released(course, assignment)
@@ -330,6 +496,12 @@ def grade(course: Path, assignment: str, *, jobs: int | None = None, timeout: in
             log_dir.mkdir(parents=True, exist_ok=True)
             (log_dir / f"autograde-{i}.log").write_text(logs[i])
             ok = sorted(_graded_students(shard, assignment, notebooks) & set(shard_students))
+            flagged = {}
+            for student in ok:
+                problems = _verify(course, shard, assignment, student, notebooks)
+                if problems:
+                    flagged[student] = "; ".join(problems)
+            ok = [student for student in ok if student not in flagged]
             if ok:
                 _merge(_db_path(course), shard / "gradebook.db", assignment, ok)
                 for student in ok:
@@ -339,15 +511,18 @@ def grade(course: Path, assignment: str, *, jobs: int | None = None, timeout: in
             failed = [s for s in shard_students if s not in ok]
             _remove_grades(course, assignment, failed)
             for sub in results:
-                if sub.student in ok:
+                if sub.student in flagged:
+                    sub.status, sub.reason = "flagged", "integrity: " + flagged[sub.student]
+                    progress(f"{sub.student}: flagged for review, {sub.reason}")
+                elif sub.student in ok:
                     sub.status = "graded"
                 elif sub.student in failed:
                     sub.status, sub.reason = "failed", _failure_reason(logs[i], sub.student)
                     progress(f"{sub.student}: failed, {sub.reason}")
     _write_status(course, assignment, results)
     graded = sum(s.status == "graded" for s in results)
-    progress(f"{assignment}: {graded} graded, {sum(s.status == 'rejected' for s in results)} rejected, "
-             f"{sum(s.status == 'failed' for s in results)} failed; see {GRADING_DIR}/{assignment}/status.csv")
+    counts = ", ".join(f"{sum(s.status == k for s in results)} {k}" for k in ("rejected", "failed", "flagged"))
+    progress(f"{assignment}: {graded} graded, {counts}; see {GRADING_DIR}/{assignment}/status.csv")
     return results
 
 
@@ -384,6 +559,10 @@ except ImportError:  # nbgrader is an instructor's tool; students do not need it
 class HideHiddenTests(_Base):
     """Feedback preprocessor: a hidden-test cell shows a note instead of its source, and an
     error in it shows only the check's message, never a traceback line of the hidden code."""
+
+    def preprocess(self, nb, resources):
+        nb.cells = [c for c in nb.cells if not c.get("metadata", {}).get(INTEGRITY_TAG)]
+        return super().preprocess(nb, resources)
 
     def preprocess_cell(self, cell, resources, index):
         source = cell.get("source", "")

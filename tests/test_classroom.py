@@ -168,6 +168,72 @@ def test_parallel_grading_gives_nbgraders_scores(graded, course, tmp_path):
             assert gb.find_submission(A, student).score == _score(course, student), student
 
 
+# --------------------------------------------------------------------------- integrity
+
+WRONG_MINMAX = "return X * 0"   # a wrong transform, whose check fails honestly
+CHEATS = {
+    "mallory": "import coursekit.grading.scaling as g\ng.check_min_max_transform = lambda *a, points=1, **k: float(points)\n",
+    "nick": "get_ipython().showtraceback = lambda *a, **k: None\n",
+    "olivia": "import torch.testing\ntorch.testing.assert_close = lambda *a, **k: None\n",
+    "peggy": "",       # returns an object that claims to equal anything
+    "quinn": ("import os, sqlite3\ncon = sqlite3.connect(os.path.abspath('../../../gradebook.db'))\n"
+              "con.execute('UPDATE grade_cells SET max_score = 100')\ncon.commit()\n"
+              "hidden = con.execute('SELECT source FROM source_cell').fetchall()\n"),
+    "rita": "",        # honest, with the same wrong transform: the score to beat
+}
+
+
+@pytest.fixture(scope="module")
+def cheaters(graded, course):
+    solution = json.loads((course / "solutions" / A / f"{A}.ipynb").read_text())
+    for student, cheat in CHEATS.items():
+        wrong = "class Anything:\n            def __eq__(self, other):\n                return True\n" \
+                "        return Anything()" if student == "peggy" else WRONG_MINMAX
+        nb = edit(solution, "min_max_scaler", MINMAX_RETURN, wrong)
+        nb = edit(nb, "min_max_scaler", "class MinMaxScaler", cheat + "\n\nclass MinMaxScaler")
+        submit(course, student, nb)
+    results = classroom.grade(course, A, jobs=2, students=["mallory", "nick", "olivia", "peggy", "rita"], progress=print)
+    results += classroom.grade(course, A, jobs=1, students=["quinn"], progress=print)
+    return {r.student: r for r in results}
+
+
+def test_cheats_do_not_raise_a_score(cheaters, course):
+    honest = _score(course, "rita")                    # the same wrong transform, no cheating
+    assert cheaters["rita"].status == "graded" and honest < 20
+    for student in ("mallory", "nick", "olivia"):
+        assert cheaters[student].status == "flagged", (student, cheaters[student])
+        assert _score(course, student) is None, student   # a flagged submission keeps no grade
+    assert "coursekit.grading.scaling.check_min_max_transform" in cheaters["mallory"].reason
+    assert "IPython.showtraceback" in cheaters["nick"].reason
+    assert "torch.testing.assert_close" in cheaters["olivia"].reason
+    assert cheaters["peggy"].status == "graded" and _score(course, "peggy") <= honest
+    # reading the hidden tests from the gradebook and editing it: no effect on the score, noted for review
+    assert cheaters["quinn"].status == "graded" and _score(course, "quinn") == honest
+    assert any("the gradebook" in r for r in cheaters["quinn"].repairs)
+    assert any("review: the code refers to the grading machinery" in r for r in cheaters["mallory"].repairs)
+    rows = {r["student_id"]: r for r in csv.DictReader(open(classroom.export(course))) if r["assignment"] == A}
+    assert rows["mallory"]["status"] == "flagged" and rows["mallory"]["score"] == ""
+
+
+def test_a_tampered_gradebook_or_test_cell_is_caught_after_grading(graded, course, tmp_path):
+    """What a kernel could change behind nbgrader's back is checked outside it."""
+    shard = classroom._make_shard(course, tmp_path / "shard", A, ["alice"])
+    subprocess.run([classroom._nbgrader_bin(), "autograde", A, "--force"], cwd=shard, env=tool_env(),
+                   check=True, capture_output=True)
+    assert classroom._verify(course, shard, A, "alice", [f"{A}.ipynb"]) == []
+    import sqlite3
+    with sqlite3.connect(shard / "gradebook.db") as con:
+        con.execute("UPDATE grade SET auto_score = 100")
+    problems = classroom._verify(course, shard, A, "alice", [f"{A}.ipynb"])
+    assert problems and all("is not what its output gives" in p for p in problems)
+    path = shard / "autograded" / "alice" / A / f"{A}.ipynb"
+    path.chmod(0o644)
+    nb = json.loads(path.read_text())
+    nb["cells"][cell_index(nb, "hidden_min_max")]["source"] = "20"
+    path.write_text(json.dumps(nb))
+    assert any("'hidden_min_max' ran with other code" in p for p in classroom._verify(course, shard, A, "alice", [f"{A}.ipynb"]))
+
+
 def test_collect_from_a_folder_and_from_an_lms_zip(course, tmp_path):
     solution = (course / "solutions" / A / f"{A}.ipynb").read_text()
     folder = tmp_path / "downloads"

@@ -1,6 +1,5 @@
 """The measurements behind "why does batch norm work": noisy BN, internal covariate shift
 (Santurkar et al. 2018, Definition 2.1) and the landscape probes, on cases with a known answer."""
-import math
 
 import pytest
 import torch

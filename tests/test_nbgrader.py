@@ -1,7 +1,10 @@
 """The nbgrader pipeline, end to end, in a temporary copy of the course.
 
-generate_assignment (solutions/ -> a release identical to exercises/), then autograde a
-class of crafted submissions and export the grades, exactly as an instructor would.
+generate_assignment (solutions/ -> a release identical to exercises/), then grade a class
+of crafted submissions of every assignment and export the grades, exactly as an instructor
+would: with the course's command (coursekit.classroom: preflight, parallel
+`nbgrader autograde`, integrity checks), so every honest submission must also pass the
+integrity checks.
 """
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from coursekit import classroom
 from conftest import ROOT, tool_env
 
 pytestmark = pytest.mark.slow
@@ -210,8 +214,10 @@ def graded(course):
         folder = course / "submitted" / "unchanged_release" / assignment
         folder.mkdir(parents=True)
         shutil.copy(course / "exercises" / assignment / f"{assignment}.ipynb", folder)
-        nbgrader(course, "autograde", assignment)
-    nbgrader(course, "export")
+        results = classroom.grade(course, assignment, jobs=2, progress=lambda line: None)
+        assert {r.student: r.status for r in results} == dict.fromkeys([*students, "unchanged_release"], "graded")
+        assert not any(r.repairs for r in results), [r for r in results if r.repairs]
+    classroom.export(course)
     with open(course / "grades.csv") as f:
         totals = {(row["assignment"], row["student_id"]): row for row in csv.DictReader(f)}
 
@@ -246,10 +252,11 @@ def test_unchanged_release_scores_zero_without_breaking_the_batch(graded, assign
     assert all(auto == 0 for auto, _ in cells[assignment, "unchanged_release"].values())
     for student in SUBMISSIONS[assignment]:
         assert (assignment, student) in totals, f"{student} is missing from the exported grades"
-    # a student who submitted nothing for this assignment is exported with 0, not dropped
+    # a student who submitted nothing for this assignment is exported as such, not dropped
     others = {s for a in SUBMISSIONS for s in SUBMISSIONS[a]} - set(SUBMISSIONS[assignment])
     for student in others:
-        assert float(totals[assignment, student]["score"]) == 0.0
+        assert totals[assignment, student]["status"] == "not submitted"
+        assert totals[assignment, student]["score"] == ""
 
 
 @pytest.mark.parametrize("assignment, student", [c for c in CASES if c[1] != "correct"])

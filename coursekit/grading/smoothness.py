@@ -141,7 +141,6 @@ def _probe_variant(model, x, y, step_sizes, sign=1.0, mode=None):
     params = [p for p in model.parameters() if p.requires_grad]
     grads = torch.autograd.grad(F.cross_entropy(model(x), y), params)
     old = [p.detach().clone() for p in params]
-    flat0 = torch.cat([g.flatten() for g in grads])
     losses = []
     for eta in step_sizes:
         with torch.no_grad():
