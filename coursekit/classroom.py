@@ -568,8 +568,9 @@ class HideHiddenTests(_Base):
         source = cell.get("source", "")
         if cell.get("cell_type") != "code" or HIDDEN_BEGIN not in source:
             return cell, resources
-        kept = source.split(HIDDEN_BEGIN)[0] + source.split(HIDDEN_END)[-1] if HIDDEN_END in source else source.split(HIDDEN_BEGIN)[0]
-        cell["source"] = kept.rstrip() + "\n# (hidden tests: they ran here, their code is not shown)"
+        before, _, rest = source.partition(HIDDEN_BEGIN)
+        after = rest.partition(HIDDEN_END)[2]
+        cell["source"] = (before + after).rstrip() + "\n# (hidden tests: they ran here, their code is not shown)"
         for output in cell.get("outputs", []):
             if output.get("output_type") == "error":
                 message = output.get("evalue", "")

@@ -40,14 +40,15 @@ def student_classes(*cell_sources: str) -> dict:
     return namespace
 
 
-def with_mistake(cells: dict[str, str], cell: str, *edits: tuple[str, str]) -> dict:
-    """Execute one solution cell with text replaced (a mistake put in) and return its
-    namespace; fails loudly when the solution no longer contains the text to replace."""
+def with_mistake(cells: dict[str, str], cell: str, *edits: tuple[str, str], setup: tuple[str, ...] = ()) -> dict:
+    """Execute the ``setup`` cells, then one solution cell with text replaced (a mistake put
+    in), and return the namespace; fails loudly when the solution no longer contains the
+    text to replace."""
     source = cells[cell]
     for old, new in edits:
         assert old in source, f"the solution cell {cell!r} no longer contains {old!r}: update this test"
         source = source.replace(old, new)
-    return student_classes(source)
+    return student_classes(*(cells[name] for name in setup), source)
 
 
 def solution_cells(assignment: str) -> dict[str, str]:

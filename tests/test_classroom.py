@@ -179,6 +179,7 @@ CHEATS = {
     "quinn": ("import os, sqlite3\ncon = sqlite3.connect(os.path.abspath('../../../gradebook.db'))\n"
               "con.execute('UPDATE grade_cells SET max_score = 100')\ncon.commit()\n"
               "hidden = con.execute('SELECT source FROM source_cell').fetchall()\n"),
+    "sam": "import builtins\nbuiltins.round = lambda *args, **kwargs: 0\n",
     "rita": "",        # honest, with the same wrong transform: the score to beat
 }
 
@@ -192,7 +193,7 @@ def cheaters(graded, course):
         nb = edit(solution, "min_max_scaler", MINMAX_RETURN, wrong)
         nb = edit(nb, "min_max_scaler", "class MinMaxScaler", cheat + "\n\nclass MinMaxScaler")
         submit(course, student, nb)
-    results = classroom.grade(course, A, jobs=2, students=["mallory", "nick", "olivia", "peggy", "rita"], progress=print)
+    results = classroom.grade(course, A, jobs=2, students=["mallory", "nick", "olivia", "peggy", "rita", "sam"], progress=print)
     results += classroom.grade(course, A, jobs=1, students=["quinn"], progress=print)
     return {r.student: r for r in results}
 
@@ -200,12 +201,13 @@ def cheaters(graded, course):
 def test_cheats_do_not_raise_a_score(cheaters, course):
     honest = _score(course, "rita")                    # the same wrong transform, no cheating
     assert cheaters["rita"].status == "graded" and honest < 20
-    for student in ("mallory", "nick", "olivia"):
+    for student in ("mallory", "nick", "olivia", "sam"):
         assert cheaters[student].status == "flagged", (student, cheaters[student])
         assert _score(course, student) is None, student   # a flagged submission keeps no grade
     assert "coursekit.grading.scaling.check_min_max_transform" in cheaters["mallory"].reason
     assert "IPython.showtraceback" in cheaters["nick"].reason
     assert "torch.testing.assert_close" in cheaters["olivia"].reason
+    assert "builtins.round" in cheaters["sam"].reason
     assert cheaters["peggy"].status == "graded" and _score(course, "peggy") <= honest
     # reading the hidden tests from the gradebook and editing it: no effect on the score, noted for review
     assert cheaters["quinn"].status == "graded" and _score(course, "quinn") == honest

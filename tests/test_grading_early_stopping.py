@@ -7,7 +7,7 @@ import pytest
 from coursekit import regularization
 from coursekit.grading import CheckFailure
 from coursekit.grading import early_stopping as checks
-from conftest import ROOT, notebook_cells, solution_cells, student_classes
+from conftest import ROOT, notebook_cells, solution_cells, student_classes, with_mistake
 
 CHECKS = [checks.check_patience, checks.check_min_delta, checks.check_mode_max, checks.check_best,
           checks.check_restore_best, checks.check_arguments, checks.check_random_sequences]
@@ -19,11 +19,7 @@ def cells():
 
 
 def student_class(cells, *edits):
-    source = cells["early_stopping"]
-    for old, new in edits:
-        assert old in source, f"the solution no longer contains {old!r}: update this test"
-        source = source.replace(old, new)
-    return student_classes(cells["imports"], source)["EarlyStopping"]
+    return with_mistake(cells, "early_stopping", *edits, setup=("imports",))["EarlyStopping"]
 
 
 def test_solution_passes_every_check(cells):
@@ -80,7 +76,7 @@ MISTAKES = [
     (checks.check_restore_best, [("{k: v.detach().clone() for k, v in model.state_dict().items()}", "model.state_dict()")],
      r"still has its latest weights.*state_dict\(\) returns references"),
     (checks.check_arguments, [("if mode not in (\"min\", \"max\"):\n            raise", "if False:\n            raise")],
-     r"EarlyStopping\(mode='maximum'\) was accepted"),
+     r"EarlyStopping\(mode='maximum'\) returned an EarlyStopping instead of raising ValueError"),
     (checks.check_arguments, [("got {patience}", "got a bad value")], r"names the bad value \(-1\)"),
     (checks.check_random_sequences, [(STEP_RETURN, "return self.num_bad_epochs > self.patience")], r"stops one step late"),
 ]

@@ -99,7 +99,7 @@ MISTAKES = [
      r"uses the other fan"),
     ("kaiming_uniform_", [("calculate_gain(nonlinearity, a)", "math.sqrt(2.0)")], r"gain of a ReLU was used for every nonlinearity"),
     ("kaiming_uniform_", [('if mode not in ("fan_in", "fan_out"):\n        raise', 'if False:\n        raise')],
-     r"mode='fan_avg'\) did not raise"),
+     r"mode='fan_avg'\) returned a Tensor instead of raising ValueError"),
     ("kaiming_normal_", [("std = calculate_gain(nonlinearity, a) / math.sqrt(fan)", "std = 1 / math.sqrt(fan)")],
      r"the gain is missing"),
     ("kaiming_normal_", [("with torch.no_grad():\n        " + SAMPLE_N, "return tensor.data.normal_(0.0, std, generator=generator)")],

@@ -5,7 +5,7 @@ import pytest
 from coursekit import measure
 from coursekit.grading import CheckFailure
 from coursekit.grading import smoothness as checks
-from conftest import ROOT, notebook_cells, solution_cells, student_classes
+from conftest import ROOT, notebook_cells, solution_cells, with_mistake
 
 CHECKS = {"internal_covariate_shift": checks.check_ics, "landscape_probe": checks.check_probe}
 
@@ -16,11 +16,7 @@ def cells():
 
 
 def student(cells, cell, *edits):
-    source = cells[cell]
-    for old, new in edits:
-        assert old in source, f"the solution cell {cell!r} no longer contains {old!r}: update this test"
-        source = source.replace(old, new)
-    return student_classes(cells["imports"], source)[cell]
+    return with_mistake(cells, cell, *edits, setup=("imports",))[cell]
 
 
 @pytest.mark.parametrize("seed", range(4))

@@ -36,7 +36,8 @@ from typing import Callable, Mapping
 import torch
 from torch.testing import assert_close as _assert_close  # kept private: see integrity below
 
-__all__ = ["check", "check_own_work", "quiet", "call", "forbid", "assert_tensor", "CheckFailure"]
+__all__ = ["check", "check_own_work", "quiet", "call", "expect_value_error", "forbid", "assert_tensor",
+           "CheckFailure"]
 
 
 class CheckFailure(AssertionError):
@@ -137,6 +138,29 @@ def call(fn: Callable, *args, what: str, hint: str | None = None, **kwargs):
     except Exception as e:  # noqa: BLE001 - any error in student code is reported, not raised
         message = f"{what} raised {type(e).__name__}: {e}"
         raise CheckFailure(message + (f"\nLikely cause: {hint}" if hint else "")) from None
+
+
+def expect_value_error(fn: Callable, *args, what: str, why: str, names: tuple[str, ...] = (),
+                       example: str | None = None, **kwargs) -> None:
+    """Call student code that must reject its input with a ``ValueError`` whose message
+    contains each of ``names`` (the bad value, ...); anything else is a :class:`CheckFailure`
+    saying ``why`` the input is an error (and showing ``example``, a good message)."""
+    try:
+        result = fn(*args, **kwargs)
+    except ValueError as e:
+        if all(name in str(e) for name in names):
+            return
+        shown = f" ({', '.join(names)})" if names else ""
+        raise CheckFailure(f"{what} raised ValueError({str(e)!r}); a clear message names the bad value"
+                           f"{shown}" + (f", e.g. {example!r}" if example else "") + ".") from None
+    except NotImplementedError:
+        raise CheckFailure(f"{what} raised NotImplementedError: replace the `raise NotImplementedError()` "
+                           f"line with your implementation.") from None
+    except Exception as e:  # noqa: BLE001 - any other error is the wrong kind
+        raise CheckFailure(f"{what} raised {type(e).__name__}: {e}; it should raise ValueError: {why}") from None
+    kind = type(result).__name__
+    article = "an" if kind[0] in "AEIOUaeiou" else "a"
+    raise CheckFailure(f"{what} returned {article} {kind} instead of raising ValueError: {why}")
 
 
 @contextlib.contextmanager

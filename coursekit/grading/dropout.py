@@ -17,7 +17,7 @@ from typing import Sequence
 import torch
 
 from coursekit import regularization as _reference
-from coursekit.grading import CheckFailure, call, check_own_work
+from coursekit.grading import CheckFailure, call, check_own_work, expect_value_error
 
 __all__ = ["check_dropout_forward", "check_dropout_eval", "check_dropout_backward",
            "check_dropout_edge_cases"]
@@ -165,22 +165,10 @@ def check_dropout_edge_cases(dropout, *, seed: int = 0) -> None:
         raise CheckFailure(f"{what} should drop every element (all zeros), but "
                            f"{int((got != 0).sum())} are non-zero.")
     for p in (-0.1, 1.5):
-        what = f"dropout(x, p={p})"
-        try:
-            result = dropout(x, p)
-        except ValueError as e:
-            if str(p) not in str(e):
-                raise CheckFailure(f"{what} raised ValueError({str(e)!r}); a clear message names the "
-                                   f"value, e.g. 'dropout probability p must be in [0, 1], got {p}'.") from None
-            continue
-        except NotImplementedError:
-            raise CheckFailure("dropout raised NotImplementedError: implement it.") from None
-        except Exception as e:  # noqa: BLE001 - the wrong kind of error
-            raise CheckFailure(f"{what} raised {type(e).__name__}: {e}; it should raise ValueError "
-                               f"naming the value: p is a probability, in [0, 1].") from None
-        raise CheckFailure(f"{what} returned a {type(result).__name__} instead of raising ValueError: "
-                           f"p is a probability, so a value outside [0, 1] is a mistake by the caller "
-                           f"that should be reported, not silently used.")
+        expect_value_error(dropout, x, p, what=f"dropout(x, p={p})", names=(str(p),),
+                           example=f"dropout probability p must be in [0, 1], got {p}",
+                           why="p is a probability, so a value outside [0, 1] is a mistake by the caller "
+                               "that should be reported, not silently used.")
     x64 = _input((40, 30), torch.float64, gen)
     what = "dropout(x of dtype float64, p=0.5)"
     _result(call(dropout, x64, 0.5, what=what), x64, what)

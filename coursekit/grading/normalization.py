@@ -15,7 +15,7 @@ from typing import Sequence
 import torch
 
 from coursekit import norm as _reference
-from coursekit.grading import CheckFailure, assert_tensor, call, check_own_work
+from coursekit.grading import assert_tensor, call, check_own_work, expect_value_error
 
 __all__ = ["check_layer_norm", "check_instance_norm", "check_group_norm"]
 
@@ -171,20 +171,6 @@ def check_group_norm(group_norm, *, seed: int = 0,
                         _wrong_axis_affine(weight, bias, x)(_normalized(grouped, [2], eps).view(x.shape))
                 assert_tensor(got, _ref_group(x, G, weight, bias, eps=eps), what=what, mistakes=mistakes)
     x = _input((2, 6, 4), torch.float64, gen)
-    try:
-        result = group_norm(x, 4)
-    except ValueError as e:
-        if "6" not in str(e) or "4" not in str(e):
-            raise CheckFailure(f"group_norm(x with 6 channels, num_groups=4) raised ValueError({str(e)!r}); "
-                               f"a clear message names both numbers, e.g. 'num_channels (6) must be "
-                               f"divisible by num_groups (4)'.") from None
-    except NotImplementedError:
-        raise CheckFailure("group_norm raised NotImplementedError: implement it.") from None
-    except Exception as e:  # noqa: BLE001 - any other error is the wrong kind
-        raise CheckFailure(f"group_norm(x with 6 channels, num_groups=4) raised {type(e).__name__}({e}); "
-                           f"it should raise ValueError: 6 channels cannot be split into 4 equal "
-                           f"groups.") from None
-    else:
-        raise CheckFailure(f"group_norm(x with 6 channels, num_groups=4) returned a "
-                           f"{type(result).__name__} instead of raising ValueError: 6 channels cannot "
-                           f"be split into 4 equal groups, so the call is an error.")
+    expect_value_error(group_norm, x, 4, what="group_norm(x with 6 channels, num_groups=4)", names=("6", "4"),
+                       why="6 channels cannot be split into 4 equal groups, so the call is an error.",
+                       example="num_channels (6) must be divisible by num_groups (4)")
