@@ -470,7 +470,6 @@ def grade(course: Path, assignment: str, *, jobs: int | None = None, timeout: in
     jobs = max(1, min(jobs or os.cpu_count() or 1, len(todo) or 1))
     shards = [todo[i::jobs] for i in range(jobs)]
     threads = str(max(1, (os.cpu_count() or 1) // jobs))
-    logs: dict[int, str] = {}
     with tempfile.TemporaryDirectory(prefix=f"grade-{assignment}-") as tmp:
         running = []
         for i, shard_students in enumerate(s for s in shards if s):
@@ -491,10 +490,10 @@ def grade(course: Path, assignment: str, *, jobs: int | None = None, timeout: in
                 progress(f"graded {done}/{total}")
         for i, shard, shard_students, log, proc in running:
             log.close()
-            logs[i] = (shard / "autograde.log").read_text(errors="replace")
+            log_text = (shard / "autograde.log").read_text(errors="replace")
             log_dir = course / GRADING_DIR / assignment / "logs"
             log_dir.mkdir(parents=True, exist_ok=True)
-            (log_dir / f"autograde-{i}.log").write_text(logs[i])
+            (log_dir / f"autograde-{i}.log").write_text(log_text)
             ok = sorted(_graded_students(shard, assignment, notebooks) & set(shard_students))
             flagged = {}
             for student in ok:
@@ -517,7 +516,7 @@ def grade(course: Path, assignment: str, *, jobs: int | None = None, timeout: in
                 elif sub.student in ok:
                     sub.status = "graded"
                 elif sub.student in failed:
-                    sub.status, sub.reason = "failed", _failure_reason(logs[i], sub.student)
+                    sub.status, sub.reason = "failed", _failure_reason(log_text, sub.student)
                     progress(f"{sub.student}: failed, {sub.reason}")
     _write_status(course, assignment, results)
     graded = sum(s.status == "graded" for s in results)

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from coursekit import regularization
 from coursekit.grading import CheckFailure
 from coursekit.grading import dropout as checks
-from conftest import ROOT, notebook_cells, solution_cells, student_classes, with_mistake
+from conftest import ROOT, notebook_cells, solution_cells, with_mistake
 
 CHECKS = [checks.check_dropout_forward, checks.check_dropout_eval, checks.check_dropout_backward,
           checks.check_dropout_edge_cases]
@@ -30,8 +30,7 @@ def test_solution_passes_every_check(cells, seed):
 
 
 def test_released_stub_scores_nothing():
-    released = notebook_cells(ROOT / "exercises" / "dropout" / "dropout.ipynb")
-    dropout = student_classes(released["imports"], released["dropout"])["dropout"]
+    dropout = student_dropout(notebook_cells(ROOT / "exercises" / "dropout" / "dropout.ipynb"))
     for check in CHECKS:
         with pytest.raises(CheckFailure, match="NotImplementedError"):
             check(dropout)

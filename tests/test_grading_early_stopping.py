@@ -7,7 +7,7 @@ import pytest
 from coursekit import regularization
 from coursekit.grading import CheckFailure
 from coursekit.grading import early_stopping as checks
-from conftest import ROOT, notebook_cells, solution_cells, student_classes, with_mistake
+from conftest import ROOT, notebook_cells, solution_cells, with_mistake
 
 CHECKS = [checks.check_patience, checks.check_min_delta, checks.check_mode_max, checks.check_best,
           checks.check_restore_best, checks.check_arguments, checks.check_random_sequences]
@@ -31,8 +31,7 @@ def test_solution_passes_every_check(cells):
 
 
 def test_released_stub_scores_nothing():
-    released = notebook_cells(ROOT / "exercises" / "early_stopping" / "early_stopping.ipynb")
-    cls = student_classes(released["imports"], released["early_stopping"])["EarlyStopping"]
+    cls = student_class(notebook_cells(ROOT / "exercises" / "early_stopping" / "early_stopping.ipynb"))
     for check in CHECKS:
         with pytest.raises(CheckFailure, match="NotImplementedError"):
             check(cls)

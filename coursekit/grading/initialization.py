@@ -21,7 +21,7 @@ from torch import nn
 
 from coursekit import init as _reference
 from coursekit import measure as _measure
-from coursekit.grading import CheckFailure, call, check_own_work, expect_value_error
+from coursekit.grading import CheckFailure, _preview, call, check_own_work, expect_value_error
 
 __all__ = ["check_fans", "check_xavier_uniform", "check_xavier_normal", "check_kaiming_uniform",
            "check_kaiming_normal", "check_layer_stds", "ACTIVATIONS"]
@@ -320,7 +320,7 @@ def check_layer_stds(layer_stds, *, seed: int = 0,
         per_unit = _per_unit_std(model, x)
         linear = _ref_stds(model, x, layers=nn.Linear)[:-1]
         lines = [f"{what} returned wrong values.",
-                 f"  expected: {_fmt(expected)}", f"  got:      {_fmt(got64)}"]
+                 f"  expected: {_preview(expected)}", f"  got:      {_preview(got64)}"]
         if torch.allclose(got64, unbiased, rtol=1e-4):
             lines.append("Likely mistake: the std is the unbiased one (divide by n - 1); use the "
                          "population std over all elements, x.std(correction=0).")
@@ -348,7 +348,3 @@ def _kind(x) -> str:
         return f"a tensor of shape {tuple(x.shape)}"
     return f"a {type(x).__name__}"
 
-
-def _fmt(t: torch.Tensor, n: int = 6) -> str:
-    values = ", ".join(f"{v:.5g}" for v in t[:n].tolist())
-    return f"[{values}{' ...' if len(t) > n else ''}]"

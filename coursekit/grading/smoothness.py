@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from coursekit import measure as _measure
-from coursekit.grading import CheckFailure, call, check_own_work
+from coursekit.grading import CheckFailure, _preview, call, check_own_work
 
 __all__ = ["check_ics", "check_probe", "mlp"]
 
@@ -122,8 +122,8 @@ def check_ics(internal_covariate_shift, *, seed: int = 0,
         if _close(l2, reference["l2"]) and _close(cosine, reference["cosine"]):
             continue
         lines = [f"{what} returned wrong values.",
-                 f"  l2 expected:     {_fmt(reference['l2'])}", f"  l2 got:          {_fmt(l2)}",
-                 f"  cosine expected: {_fmt(reference['cosine'])}", f"  cosine got:      {_fmt(cosine)}"]
+                 f"  l2 expected:     {_preview(reference['l2'])}", f"  l2 got:          {_preview(l2)}",
+                 f"  cosine expected: {_preview(reference['cosine'])}", f"  cosine got:      {_preview(cosine)}"]
         if _close(l2, _ics_all_updated(model, x, y, lr)):
             lines.append("Likely mistake: G' was computed after updating every layer, the measured one "
                          "included. Definition 2.1 updates only the layers *before* layer i, so that "
@@ -179,9 +179,9 @@ def check_probe(landscape_probe, *, seed: int = 0, cases: Sequence[tuple[int, bo
                 abs(beta - reference["beta"]) <= 1e-6 * abs(reference["beta"]):
             continue
         lines = [f"{what} returned wrong values.",
-                 f"  losses expected:       {_fmt(reference['loss'])}", f"  losses got:            {_fmt(losses)}",
-                 f"  grad_changes expected: {_fmt(reference['grad_change'])}",
-                 f"  grad_changes got:      {_fmt(changes)}",
+                 f"  losses expected:       {_preview(reference['loss'])}", f"  losses got:            {_preview(losses)}",
+                 f"  grad_changes expected: {_preview(reference['grad_change'])}",
+                 f"  grad_changes got:      {_preview(changes)}",
                  f"  beta expected {reference['beta']:.6g}, got {beta:.6g}"]
         if _close(losses, _probe_variant(model, x, y, step_sizes, sign=-1.0)):
             lines.append("Likely mistake: the probe steps along +g; gradient descent moves to w - eta * g.")
@@ -198,7 +198,3 @@ def check_probe(landscape_probe, *, seed: int = 0, cases: Sequence[tuple[int, bo
             lines.append("Hint: beta is the largest grad_change / ||eta g|| over the step sizes.")
         raise CheckFailure("\n".join(lines))
 
-
-def _fmt(t: torch.Tensor, n: int = 5) -> str:
-    values = ", ".join(f"{v:.6g}" for v in t[:n].tolist())
-    return f"[{values}{' ...' if len(t) > n else ''}]"
