@@ -8,11 +8,11 @@ PYTEST_ARGS ?=
 # nbgrader runs helper programs (alembic) by name: the venv's tools come first
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: help install book test release collect grade feedback grades lock clean
+.PHONY: help install browser book test release collect grade feedback grades lock clean
 
 help:
 	@echo "make book     build the rendered book into _build/html (executes every chapter)"
-	@echo "make test     run the whole test suite"
+	@echo "make test     run the whole test suite (installs Debian's chromium for the browser tests if missing)"
 	@echo "make release  regenerate exercises/ from solutions/ with nbgrader (and create gradebook.db)"
 	@echo "make collect ASSIGNMENT=scaling FROM=folder-or.zip   put submissions into submitted/"
 	@echo "make grade ASSIGNMENT=scaling [JOBS=2]               preflight and autograde the class"
@@ -35,8 +35,23 @@ book: $(STAMP)
 	COURSEKIT_PROGRESS=0 $(VENV)/bin/jupyter-book build . --warningiserror --keep-going
 	@$(PY) tools/chapter_times.py
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Debian's Chromium and ChromeDriver, for the tests that open the book in a browser
+# (tests/test_browser.py): installed with apt-get when missing (as root, or with sudo).
+# Set CHROMIUM and CHROMEDRIVER to use a browser of your own instead.
+BROWSER_PACKAGES := chromium chromium-driver
+browser:
+	@if [ -n "$$CHROMIUM" ] && [ -n "$$CHROMEDRIVER" ]; then :; \
+	elif command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif ! command -v apt-get >/dev/null; then \
+	  echo "the tests need Chromium and ChromeDriver: install Debian's $(BROWSER_PACKAGES), or set CHROMIUM and CHROMEDRIVER" >&2; exit 1; \
+	else \
+	  sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  echo "installing $(BROWSER_PACKAGES) with apt-get"; \
+	  $$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(BROWSER_PACKAGES) >/dev/null; \
+	fi
 
 release: $(STAMP)
 	for a in $$(ls solutions); do $(VENV)/bin/nbgrader generate_assignment $$a --force || exit 1; done

@@ -32,7 +32,9 @@ What ``fit`` does for speed, so that chapters need not:
 
 Environment variables: ``COURSEKIT_DEVICE`` (e.g. ``cpu``, ``cuda:1``), ``COURSEKIT_PROGRESS=0``
 (no progress bar), ``COURSEKIT_QUIET=1`` (no bar, and warnings recorded in
-``history.warnings`` instead of printed: for nbgrader, which scores 0 for any stderr).
+``history.warnings`` instead of printed: for nbgrader, which scores 0 for any stderr),
+``COURSEKIT_SCALE`` (how much larger than in the book a chapter runs its experiments: see
+:func:`scaled`).
 """
 from __future__ import annotations
 
@@ -60,7 +62,7 @@ from coursekit.distributed import setup as setup_distributed
 from coursekit.regularization.early_stopping import EarlyStopping
 
 __all__ = [
-    "default_device", "seed_everything", "accuracy", "History",
+    "default_device", "run_scale", "scaled", "seed_everything", "accuracy", "History",
     "fit", "evaluate", "predict", "fit_seeds", "SeedRuns",
     # re-exported, so that one import serves a chapter:
     "Callback", "EarlyStopping", "FitState", "SyncBatchNorm", "convert_sync_batchnorm",
@@ -121,6 +123,49 @@ def default_device(device: str | torch.device | None = None) -> torch.device:
     if dev.type == "mps" and not torch.backends.mps.is_available():
         raise ValueError(f"device {device!r} (from the {source}) is not available on this machine")
     return dev
+
+
+def run_scale() -> float:
+    """How much larger than in the book the experiments of a chapter run: ``$COURSEKIT_SCALE``,
+    default 1 (the book's own runs, sized to execute in about a minute on a laptop CPU).
+
+    ``COURSEKIT_SCALE=4`` asks for four times more epochs, steps and seeds wherever a chapter
+    sizes them with :func:`scaled`; a value below 1 gives a quick, rougher run.
+
+    Raises:
+        ValueError: if ``$COURSEKIT_SCALE`` is not a positive finite number.
+    """
+    value = os.environ.get("COURSEKIT_SCALE", "").strip()
+    if value == "":
+        return 1.0
+    try:
+        scale = float(value)
+    except ValueError:
+        scale = math.nan
+    if not (math.isfinite(scale) and scale > 0):
+        raise ValueError(f"environment variable COURSEKIT_SCALE must be a positive number "
+                         f"(1: the book's runs, 4: four times larger), got {value!r}")
+    return scale
+
+
+def scaled(n: int, *, minimum: int = 1) -> int:
+    """``n`` (epochs, steps, seeds, ...) times :func:`run_scale`, rounded, and at least ``minimum``.
+
+    With ``COURSEKIT_SCALE`` unset, ``scaled(n) == n``: the book's runs. A chapter writes
+    ``epochs=scaled(10)`` and ``seeds=range(scaled(3))`` so that a reader with more time, or a
+    GPU, can rerun all of its experiments larger with one environment variable.
+
+    Args:
+        n: the size of the book's run (a positive integer).
+        minimum: the smallest size that still makes sense (e.g. 2 seeds for a spread). Default: 1.
+
+    Raises:
+        ValueError: if ``n`` or ``minimum`` is not a positive integer, or ``$COURSEKIT_SCALE`` is invalid.
+    """
+    for name, value in (("n", n), ("minimum", minimum)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return max(minimum, round(n * run_scale()))
 
 
 def seed_everything(seed: int, *, deterministic: bool = False) -> int:

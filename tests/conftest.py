@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -65,3 +67,32 @@ def _private_cache(tmp_path_factory):
     """Generated data (MNIST-1D) goes to a per-run cache, not the user's."""
     os.environ.setdefault("COURSEKIT_CACHE", str(tmp_path_factory.mktemp("coursekit-cache")))
     os.environ.setdefault("COURSEKIT_PROGRESS", "0")
+
+
+# The repository that the tested build of the book launches from (a public course sets its
+# own in _config.yml; the committed one is empty, which the build must also handle).
+EXAMPLE_REPOSITORY = "https://github.com/example-org/normcourse"
+
+
+@pytest.fixture(scope="session")
+def site(tmp_path_factory) -> Path:
+    """The book built from clean, with warnings as errors, in a copy of the repository (the
+    whole tree, as a maintainer has it), with ``repository: url:`` set to
+    :data:`EXAMPLE_REPOSITORY` so that the launch buttons are built too. Shared by the
+    tests of the book's files and of the book in a browser: it takes minutes."""
+    src = tmp_path_factory.mktemp("book")
+    ignore = shutil.ignore_patterns(".venv", "_build", ".git", "__pycache__", ".pytest_cache",
+                                    "submitted", "autograded", "feedback", "gradebook.db",
+                                    "grading", "test-artifacts")
+    shutil.copytree(ROOT, src, ignore=ignore, dirs_exist_ok=True)
+    config = src / "_config.yml"
+    text = config.read_text()
+    assert '  url: ""' in text, "_config.yml no longer has an empty repository url: update this fixture"
+    config.write_text(text.replace('  url: ""', f"  url: {EXAMPLE_REPOSITORY}", 1))
+    result = subprocess.run(["jupyter-book", "build", ".", "--warningiserror"], cwd=src,
+                            env=tool_env(COURSEKIT_PROGRESS="0"), capture_output=True, text=True, timeout=900)
+    (src / "_build").mkdir(exist_ok=True)
+    (src / "_build" / "build.log").write_text(result.stdout + result.stderr)
+    if result.returncode != 0:
+        pytest.fail(f"the book did not build:\n{result.stdout[-6000:]}\n{result.stderr[-3000:]}")
+    return src / "_build" / "html"

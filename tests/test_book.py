@@ -1,16 +1,20 @@
-"""The book: it builds from clean with warnings as errors, every chapter executes without an
-error, and the site holds no solution or hidden test."""
+"""The book's files: it builds from clean with warnings as errors (the ``site`` fixture of
+conftest.py), every chapter executes without an error and offers its notebook, citations and
+links resolve, and the site holds no solution or hidden test. ``test_browser.py`` opens the
+same build in Chromium."""
 from __future__ import annotations
 
+import html.parser
+import json
 import re
-import shutil
 import subprocess
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import pytest
 import yaml
 
-from conftest import ROOT, tool_env
+from conftest import EXAMPLE_REPOSITORY, ROOT, tool_env
 
 pytestmark = pytest.mark.slow
 
@@ -29,24 +33,10 @@ def is_notebook(path: Path) -> bool:
     return text.startswith("---") and "kernelspec:" in text.split("---", 2)[1]
 
 
-@pytest.fixture(scope="module")
-def site(tmp_path_factory) -> Path:
-    """Build the book from clean in a copy of the repository (the whole tree, as a maintainer has it)."""
-    src = tmp_path_factory.mktemp("book")
-    ignore = shutil.ignore_patterns(".venv", "_build", ".git", "__pycache__", ".pytest_cache",
-                                    "submitted", "autograded", "feedback", "gradebook.db")
-    shutil.copytree(ROOT, src, ignore=ignore, dirs_exist_ok=True)
-    result = subprocess.run(["jupyter-book", "build", ".", "--warningiserror"], cwd=src,
-                            env=tool_env(COURSEKIT_PROGRESS="0"), capture_output=True, text=True, timeout=900)
-    if result.returncode != 0:
-        pytest.fail(f"the book did not build:\n{result.stdout[-6000:]}\n{result.stderr[-3000:]}")
-    return src / "_build" / "html"
-
-
 def test_toc_lists_the_planned_chapters_in_order():
     assert toc_files() == ["book/intro", "book/scaling", "book/batchnorm", "book/normalization_family",
                            "book/initialization", "book/regularization", "book/early_stopping",
-                           "book/why_batchnorm"]
+                           "book/why_batchnorm", "book/assignments", "book/bibliography"]
 
 
 def test_every_page_is_built(site):
@@ -96,3 +86,160 @@ def test_site_holds_no_solution_or_hidden_test(site):
             text = path.read_text(errors="replace")
             for secret in secrets:
                 assert secret not in text, f"{path.relative_to(site)} contains {secret!r}"
+
+
+CHAPTERS = [f for f in toc_files() if is_notebook(ROOT / f"{f}.md")]
+
+
+def bib_keys() -> list[str]:
+    return re.findall(r"^@\w+\{([^,\s]+),", (ROOT / "references.bib").read_text(), flags=re.M)
+
+
+def cited_keys(text: str) -> set[str]:
+    """The keys of the {cite}, {cite:p} and {cite:t} roles in MyST text."""
+    return {key.strip() for keys in re.findall(r"\{cite(?::[pt])?\}`([^`]+)`", text) for key in keys.split(",")}
+
+
+def test_every_work_in_the_bibliography_is_cited_where_it_is_discussed():
+    keys = bib_keys()
+    assert len(keys) == len(set(keys)), f"duplicate keys in references.bib: {sorted(k for k in keys if keys.count(k) > 1)}"
+    cited_by = {name: cited_keys((ROOT / f"{name}.md").read_text()) for name in CHAPTERS}
+    for name, cited in cited_by.items():
+        assert len(cited) >= 3, f"{name} cites only {sorted(cited)}"
+        assert cited <= set(keys), f"{name} cites works not in references.bib: {sorted(cited - set(keys))}"
+    uncited = set(keys) - set().union(*cited_by.values())
+    assert not uncited, f"references.bib has works that no chapter cites: {sorted(uncited)}"
+
+
+@pytest.mark.parametrize("name", CHAPTERS)
+def test_chapter_citations_link_to_the_bibliography(site, name):
+    html = (site / f"{name}.html").read_text()
+    links = set(re.findall(r'href="bibliography\.html#(id\d+)"', html))
+    assert len(links) >= 3, f"{name}: {len(links)} citations link to the bibliography"
+    bibliography = (site / "book" / "bibliography.html").read_text()
+    for anchor in links:
+        assert f'id="{anchor}"' in bibliography, f"{name} cites #{anchor}, which the bibliography page lacks"
+
+
+def test_bibliography_page_lists_every_work(site):
+    text = re.sub(r"<[^>]+>", "", (site / "book" / "bibliography.html").read_text())
+    entries = re.findall(r"\[([A-Za-z+]+\d\d[a-z]?)\]", text)     # alpha labels: [IS15], [SDFE18a]
+    assert len(set(entries)) == len(bib_keys()), f"{len(set(entries))} entries shown, {len(bib_keys())} in references.bib"
+    assert "Ioffe" in text and "Batch normalization" in text
+
+
+@pytest.mark.parametrize("name", CHAPTERS)
+def test_chapter_offers_its_notebook_for_download_and_launch(site, name):
+    html = (site / f"{name}.html").read_text()
+    ipynb = f"_sources/{name}.ipynb"
+    assert f'href="../{ipynb}"' in html, f"{name}: no .ipynb in the download menu"
+    notebook = json.loads((site / ipynb).read_text())
+    outputs = [o for cell in notebook["cells"] if cell["cell_type"] == "code" for o in cell.get("outputs", [])]
+    assert len(outputs) >= 5, f"the downloadable {name}.ipynb has no outputs"
+    assert not any(o.get("output_type") == "error" for o in outputs)
+    binder = f"https://mybinder.org/v2/gh/{EXAMPLE_REPOSITORY.split('github.com/')[1]}/main?urlpath=lab/tree/{name}.md"
+    assert binder in html, f"{name}: no Binder launch button for {binder}"
+    assert (ROOT / f"{name}.md").is_file()
+    for path in ("binder/requirements.txt", "binder/postBuild"):
+        assert (ROOT / path).is_file(), f"{path}, the environment of the launch buttons, is missing"
+
+
+def test_assignments_page_offers_every_student_notebook(site):
+    html = (site / "book" / "assignments.html").read_text()
+    assignments = sorted(p.name for p in (ROOT / "exercises").iterdir() if p.is_dir())
+    assert len(assignments) >= 7
+    for name in assignments:
+        links = re.findall(rf'href="(\.\./_downloads/[0-9a-f]+/{name}\.ipynb)"', html)
+        assert links, f"the assignments page does not offer exercises/{name}/{name}.ipynb"
+        served = (site / "book" / links[0]).resolve()
+        assert served.read_bytes() == (ROOT / "exercises" / name / f"{name}.ipynb").read_bytes(), \
+            f"the {name} notebook offered for download is not exercises/{name}/{name}.ipynb"
+    text = re.sub(r"<[^>]+>", " ", html)
+    for words in ("Submitting", "name unchanged", "Restart the kernel"):
+        assert words in text, f"the assignments page does not say {words!r}"
+
+
+class _Links(html.parser.HTMLParser):
+    """The ids of a page, and the local targets of its links and images."""
+
+    def __init__(self):
+        super().__init__()
+        self.ids, self.targets = set(), []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if attrs.get("id"):
+            self.ids.add(attrs["id"])
+        target = attrs.get("href") if tag in ("a", "link") else attrs.get("src") if tag in ("img", "script") else None
+        if target and not urlsplit(target).scheme and not target.startswith(("//", "mailto:", "javascript:")):
+            self.targets.append(target)
+
+
+def test_internal_links_and_anchors_resolve(site):
+    pages = {}
+    for path in site.rglob("*.html"):
+        if "_static" not in path.parts:
+            parser = _Links()
+            parser.feed(path.read_text())
+            pages[path.resolve()] = parser
+    broken = []
+    for page, parser in pages.items():
+        for target in parser.targets:
+            parts = urlsplit(target)
+            file = (page.parent / unquote(parts.path)).resolve() if parts.path else page
+            if file.is_dir():
+                file = file / "index.html"
+            if not file.exists():
+                broken.append(f"{page.relative_to(site.resolve())}: {target} (no such file)")
+            elif parts.fragment and file in pages and unquote(parts.fragment) not in pages[file].ids:
+                broken.append(f"{page.relative_to(site.resolve())}: {target} (no such anchor)")
+    assert not broken, "broken links:\n" + "\n".join(broken[:30])
+
+
+def test_build_reports_execution_times_and_rebuild_uses_the_cache(site):
+    src = site.parent.parent
+    first = (src / "_build" / "build.log").read_text()
+    assert "Executing notebook" in first          # the marker below means something
+    report = subprocess.run([str(Path(tool_env()["PATH"].split(":")[0]) / "python"), "tools/chapter_times.py"],
+                            cwd=src, capture_output=True, text=True, check=True).stdout
+    for name in CHAPTERS:
+        row = re.search(rf"^{name}\.md\s+(\d+\.\d) s", report, flags=re.M)
+        assert row and float(row.group(1)) > 0, f"no execution time for {name} in:\n{report}"
+    # a change to a chapter's prose re-renders it from the execution cache: nothing is executed
+    chapter = src / "book" / "scaling.md"
+    chapter.write_text(chapter.read_text() + "\nThis sentence was added by the cache test.\n")
+    result = subprocess.run(["jupyter-book", "build", ".", "--warningiserror"], cwd=src,
+                            env=tool_env(COURSEKIT_PROGRESS="0"), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "Executing notebook" not in result.stdout, "the rebuild executed a notebook instead of using the cache"
+    assert "added by the cache test" in (site / "book" / "scaling.html").read_text()
+    notebook = json.loads((site / "_sources" / "book" / "scaling.ipynb").read_text())
+    assert "after 30000 steps" in json.dumps(notebook), "after the rebuild, the .ipynb offered has no outputs"
+
+
+def _text_outputs(notebook) -> str:
+    return "".join("".join(o.get("text", "")) + "".join(o.get("data", {}).get("text/plain", ""))
+                   for cell in notebook.cells if cell.cell_type == "code" for o in cell.get("outputs", []))
+
+
+def test_a_downloaded_chapter_runs_as_a_plain_notebook_with_the_scale_knob(site, tmp_path, monkeypatch):
+    """A reader's run: the chapter's .ipynb from the download menu, in a fresh kernel outside
+    the book, on the CPU, with COURSEKIT_SCALE (here 0.5, a quick run: the knob works both ways)."""
+    import jupytext
+    import nbformat
+    from nbclient import NotebookClient
+
+    notebook = nbformat.read(site / "_sources" / "book" / "scaling.ipynb", as_version=4)
+    assert "after 30000 steps" in _text_outputs(notebook)          # the book's run, at scale 1
+    source = jupytext.read(ROOT / "book" / "scaling.md")           # the .md converts to the same notebook
+    code = [c.source for c in notebook.cells if c.cell_type == "code"]
+    assert [c.source for c in source.cells if c.cell_type == "code"] == code
+    monkeypatch.setenv("COURSEKIT_SCALE", "0.5")
+    monkeypatch.setenv("COURSEKIT_DEVICE", "cpu")
+    NotebookClient(notebook, timeout=600, kernel_name="python3",
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    assert sum("image/png" in o.get("data", {}) for o in outputs) >= 5
+    text = _text_outputs(notebook)
+    assert "after 15000 steps" in text and "after 30000 steps" not in text, "COURSEKIT_SCALE=0.5 was not applied"

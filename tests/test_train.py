@@ -16,14 +16,14 @@ from torch.testing import assert_close
 from torch.utils.data import DataLoader, TensorDataset
 
 from coursekit.train import (Callback, EarlyStopping, History, SeedRuns, accuracy, default_device,
-                             evaluate, fit, fit_seeds, predict, seed_everything)
+                             evaluate, fit, fit_seeds, predict, run_scale, scaled, seed_everything)
 from coursekit.train import _epoch_order  # the sharding rule, tested directly
 
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch):
     """The tests set the environment variables they need; none leaks in from outside."""
-    for name in ("COURSEKIT_DEVICE", "COURSEKIT_PROGRESS", "COURSEKIT_QUIET", "WORLD_SIZE", "RANK"):
+    for name in ("COURSEKIT_DEVICE", "COURSEKIT_PROGRESS", "COURSEKIT_QUIET", "COURSEKIT_SCALE", "WORLD_SIZE", "RANK"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("COURSEKIT_DEVICE", "cpu")
     monkeypatch.setenv("COURSEKIT_PROGRESS", "0")
@@ -80,6 +80,32 @@ def test_default_device_errors_name_the_value(monkeypatch):
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA"):
             default_device("cuda:1")
+
+
+def test_scaled_is_the_book_size_unless_coursekit_scale_asks_for_more(monkeypatch):
+    assert run_scale() == 1.0
+    assert [scaled(n) for n in (1, 3, 60, 30_000)] == [1, 3, 60, 30_000]
+    monkeypatch.setenv("COURSEKIT_SCALE", "4")
+    assert run_scale() == 4.0
+    assert [scaled(n) for n in (1, 3, 60)] == [4, 12, 240]
+    monkeypatch.setenv("COURSEKIT_SCALE", " 0.25 ")
+    assert [scaled(n) for n in (1, 3, 60)] == [1, 1, 15]               # never below the minimum
+    assert scaled(3, minimum=2) == 2 and scaled(30_000, minimum=10_000) == 10_000
+    monkeypatch.setenv("COURSEKIT_SCALE", "")
+    assert scaled(7) == 7
+
+
+@pytest.mark.parametrize("value", ["four", "0", "-2", "nan", "inf"])
+def test_scaled_rejects_a_bad_coursekit_scale_naming_it(monkeypatch, value):
+    monkeypatch.setenv("COURSEKIT_SCALE", value)
+    with pytest.raises(ValueError, match=f"COURSEKIT_SCALE must be a positive number.*got '{value}'"):
+        scaled(3)
+
+
+@pytest.mark.parametrize("kwargs", [dict(n=0), dict(n=2.5), dict(n=True), dict(n=3, minimum=0)])
+def test_scaled_rejects_a_size_that_is_not_a_positive_integer(kwargs):
+    with pytest.raises(ValueError, match="must be a positive integer, got"):
+        scaled(**kwargs)
 
 
 def test_seed_everything_repeats_every_generator():
