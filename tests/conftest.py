@@ -69,6 +69,22 @@ def _private_cache(tmp_path_factory):
     os.environ.setdefault("COURSEKIT_PROGRESS", "0")
 
 
+def toc_files() -> list[str]:
+    """The book's pages in the table of contents' order (``book/intro``, ``book/scaling``, ...)."""
+    import yaml
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    return [toc["root"]] + [entry["file"] for part in toc.get("parts", []) for entry in part["chapters"]]
+
+
+def is_notebook(name: str) -> bool:
+    """A page that is a MyST notebook: front matter with a kernelspec (plain pages have none)."""
+    text = (ROOT / f"{name}.md").read_text()
+    return text.startswith("---") and "kernelspec:" in text.split("---", 2)[1]
+
+
+CHAPTERS = [name for name in toc_files() if is_notebook(name)]   # the executed chapters
+
+
 # The repository that the tested build of the book launches from (a public course sets its
 # own in _config.yml; the committed one is empty, which the build must also handle).
 EXAMPLE_REPOSITORY = "https://github.com/example-org/normcourse"

@@ -8,29 +8,13 @@ import html.parser
 import json
 import re
 import subprocess
-from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import pytest
-import yaml
 
-from conftest import EXAMPLE_REPOSITORY, ROOT, tool_env
+from conftest import CHAPTERS, EXAMPLE_REPOSITORY, ROOT, VENV_BIN, toc_files, tool_env
 
 pytestmark = pytest.mark.slow
-
-
-def toc_files() -> list[str]:
-    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
-    files = [toc["root"]]
-    for part in toc.get("parts", []):
-        files += [chapter["file"] for chapter in part["chapters"]]
-    return files
-
-
-def is_notebook(path: Path) -> bool:
-    """A MyST notebook: front matter with a kernelspec (plain pages have none)."""
-    text = path.read_text()
-    return text.startswith("---") and "kernelspec:" in text.split("---", 2)[1]
 
 
 def test_toc_lists_the_planned_chapters_in_order():
@@ -45,7 +29,7 @@ def test_every_page_is_built(site):
     assert (site / "index.html").is_file()
 
 
-@pytest.mark.parametrize("name", [f for f in toc_files() if is_notebook(ROOT / f"{f}.md")])
+@pytest.mark.parametrize("name", CHAPTERS)
 def test_chapter_executed_without_errors(site, name):
     html = (site / f"{name}.html").read_text()
     assert html.count('class="cell_output') >= 3, f"{name} shows no executed outputs"
@@ -59,7 +43,7 @@ ASSIGNMENT_OF = {"book/scaling": "scaling", "book/batchnorm": "batchnorm",
                  "book/why_batchnorm": "smoothness"}
 
 
-@pytest.mark.parametrize("name", [f for f in toc_files() if is_notebook(ROOT / f"{f}.md")])
+@pytest.mark.parametrize("name", CHAPTERS)
 def test_chapter_has_figures_summary_and_exercises_linking_its_assignment(site, name):
     html = (site / f"{name}.html").read_text()
     images = set(re.findall(r'<img[^>]+src="([^"]+\.png)"', html))
@@ -87,8 +71,6 @@ def test_site_holds_no_solution_or_hidden_test(site):
             for secret in secrets:
                 assert secret not in text, f"{path.relative_to(site)} contains {secret!r}"
 
-
-CHAPTERS = [f for f in toc_files() if is_notebook(ROOT / f"{f}.md")]
 
 
 def bib_keys() -> list[str]:
@@ -200,7 +182,7 @@ def test_build_reports_execution_times_and_rebuild_uses_the_cache(site):
     src = site.parent.parent
     first = (src / "_build" / "build.log").read_text()
     assert "Executing notebook" in first          # the marker below means something
-    report = subprocess.run([str(Path(tool_env()["PATH"].split(":")[0]) / "python"), "tools/chapter_times.py"],
+    report = subprocess.run([str(VENV_BIN / "python"), "tools/chapter_times.py"],
                             cwd=src, capture_output=True, text=True, check=True).stdout
     for name in CHAPTERS:
         row = re.search(rf"^{name}\.md\s+(\d+\.\d) s", report, flags=re.M)

@@ -22,23 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-import yaml
 
-from conftest import ROOT
+from conftest import CHAPTERS, ROOT, toc_files
 
 pytestmark = pytest.mark.slow
 
 ARTIFACTS = Path(os.environ.get("COURSEKIT_ARTIFACTS", ROOT / "test-artifacts")) / "screenshots"
-
-
-def toc_pages() -> list[str]:
-    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
-    return [toc["root"]] + [entry["file"] for part in toc["parts"] for entry in part["chapters"]]
-
-
-def chapters() -> list[str]:
-    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
-    return [entry["file"] for part in toc["parts"] if part["caption"] == "Chapters" for entry in part["chapters"]]
 
 
 def browser_paths() -> tuple[str, str]:
@@ -150,54 +139,54 @@ def reports(browser, server, site) -> dict[str, PageReport]:
     result = {}
     for page in pages:
         result[page] = inspect(browser, f"{server}/{page}.html")
-        if page in chapters():
+        if page in CHAPTERS:
             browser.save_screenshot(str(ARTIFACTS / f"{Path(page).name}.png"))
     return result
 
 
 def test_every_page_of_the_site_is_inspected(reports):
-    assert set(toc_pages()) <= set(reports), f"pages not found in the site: {set(toc_pages()) - set(reports)}"
+    assert set(toc_files()) <= set(reports), f"pages not found in the site: {set(toc_files()) - set(reports)}"
     assert {"search", "genindex"} <= set(reports)
 
 
-@pytest.mark.parametrize("page", toc_pages() + ["search", "genindex"])
+@pytest.mark.parametrize("page", toc_files() + ["search", "genindex"])
 def test_page_has_no_console_error_or_failed_request(reports, page):
     assert reports[page].console_errors == [], f"{page}: " + "\n".join(reports[page].console_errors)
 
 
-@pytest.mark.parametrize("page", toc_pages())
+@pytest.mark.parametrize("page", toc_files())
 def test_every_image_loads(reports, page):
     report = reports[page]
     assert report.broken_images == [], f"{page}: images that did not load: {report.broken_images}"
-    if page in chapters():
+    if page in CHAPTERS:
         assert report.images >= 5, f"{page} shows {report.images} images"
 
 
-@pytest.mark.parametrize("page", toc_pages())
+@pytest.mark.parametrize("page", toc_files())
 def test_math_is_rendered_by_mathjax(reports, page):
     report = reports[page]
     assert report.raw_math == [], f"{page}: math left as raw TeX: {report.raw_math[:5]}"
     assert report.math_errors == [], f"{page}: MathJax could not typeset: {report.math_errors[:5]}"
     assert report.math_rendered >= report.math_elements, \
         f"{page}: {report.math_rendered} of {report.math_elements} formulas rendered"
-    if page in chapters():
+    if page in CHAPTERS:
         assert report.math_elements >= 5, f"{page} has {report.math_elements} formulas"
 
 
-@pytest.mark.parametrize("page", chapters())
+@pytest.mark.parametrize("page", CHAPTERS)
 def test_no_executed_cell_shows_an_error(reports, page):
     assert reports[page].error_outputs == [], f"{page}: {reports[page].error_outputs}"
 
 
-@pytest.mark.parametrize("page", toc_pages())
+@pytest.mark.parametrize("page", toc_files())
 def test_left_navigation_lists_every_page_in_order(reports, page):
     # the page itself is listed as "#"
     listed = [re.sub(r"(\.html)?(#.*)?$", "", href).split("/")[-1] or Path(page).name for href in reports[page].nav]
-    assert listed == [Path(p).name for p in toc_pages()], f"{page}: the navigation lists {listed}"
+    assert listed == [Path(p).name for p in toc_files()], f"{page}: the navigation lists {listed}"
 
 
 def test_screenshot_of_each_chapter_is_saved(reports):
-    for page in chapters():
+    for page in CHAPTERS:
         shot = ARTIFACTS / f"{Path(page).name}.png"
         assert shot.is_file() and shot.stat().st_size > 10_000, f"no screenshot of {page} at {shot}"
 
