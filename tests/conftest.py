@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent  # nbgrader and jupyter-book run from the same environment
@@ -71,7 +72,6 @@ def _private_cache(tmp_path_factory):
 
 def toc_files() -> list[str]:
     """The book's pages in the table of contents' order (``book/intro``, ``book/scaling``, ...)."""
-    import yaml
     toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
     return [toc["root"]] + [entry["file"] for part in toc.get("parts", []) for entry in part["chapters"]]
 
