@@ -32,6 +32,6 @@ os.environ.setdefault("COURSEKIT_QUIET", "1")
 from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor  # noqa: E402
 from nbgrader.preprocessors import GetGrades  # noqa: E402
 
-from coursekit.classroom import HideHiddenTests  # noqa: E402
+from coursekit.classroom.feedback import HideHiddenTests  # noqa: E402
 
 c.GenerateFeedback.preprocessors = [GetGrades, CSSHTMLHeaderPreprocessor, HideHiddenTests]

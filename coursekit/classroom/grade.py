@@ -1,0 +1,305 @@
+"""Grade: preflight, then autograde the class in parallel shards, every kernel sandboxed.
+
+The students are split across ``jobs`` shards. A shard is a private course folder (the
+configuration, a copy of the gradebook, its students' submissions) in which
+``nbgrader autograde`` runs; each notebook's kernel starts in its own bubblewrap sandbox
+(:mod:`.sandbox`) that sees none of it. After a shard ends, each of its students is
+checked outside the kernel (:mod:`.integrity`) and only complete, verified students' rows
+are merged into ``gradebook.db``, one transaction per shard.
+
+Crash safety: the gradebook is backed up before each run; SIGINT or SIGTERM stops the
+shards, keeps the students merged so far, records every other student as "failed: grading
+was interrupted", and removes the temporary folders; a lock keeps two runs apart, and a
+run removes what a killed run left behind.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from . import gradebook, sandbox
+from .common import REPORTS_DIR, nbgrader_bin, release_notebooks, reports_dir, tool_env
+from .integrity import integrity_cells, verify
+from .preflight import Submission, preflight
+from .status import write_status
+
+WORK = ".work"   # reports/.work: shards of a running grading (removed at the end)
+NO_SANDBOX_NOTE = "graded without a sandbox (--no-sandbox)"
+
+_KNOWN_FAILURES = [
+    ("DeadKernelError", "the kernel died while running the notebook (os._exit, a crash, or out of memory)"),
+    ("CellTimeoutError", "a cell ran longer than the time limit"),
+    ("MemoryError", "the notebook ran out of memory"),
+]
+# what a limit of the sandbox looks like when code hits it
+_LIMIT_MARKERS = [
+    ("memory", ("MemoryError", "can't allocate memory", "Cannot allocate memory", "std::bad_alloc")),
+    ("scratch", ("No space left on device",)),
+    ("file_size", ("File too large",)),
+    ("processes", ("can't start new thread", "Resource temporarily unavailable")),
+    ("open_files", ("Too many open files",)),
+]
+
+
+class Interrupted(Exception):
+    """SIGINT or SIGTERM arrived while grading."""
+
+
+def _make_shard(course: Path, root: Path, assignment: str, students: list[str], *, checks: bool = True) -> Path:
+    """A private course folder: the config, a copy of the gradebook, these students' submissions
+    (with the integrity cells around each notebook's own cells)."""
+    root.mkdir(parents=True)
+    shutil.copy(course / "nbgrader_config.py", root)
+    shutil.copy(gradebook.db_path(course), root / "gradebook.db")
+    start, end = integrity_cells()
+    for student in students:
+        target = root / "submitted" / student / assignment
+        shutil.copytree(course / "submitted" / student / assignment, target, symlinks=True,
+                        ignore=shutil.ignore_patterns(".*"))
+        for path in target.glob("*.ipynb"):
+            nb = json.loads(path.read_text())
+            if checks:
+                nb["cells"] = [start, *nb["cells"], end]
+            path.write_text(json.dumps(nb))
+    return root
+
+
+def _student_log(log: str, student: str) -> str:
+    """The lines of nbgrader's log that belong to this student's notebook."""
+    mention = re.compile(r"/(?:submitted|autograded)/([^/\s]+)/|student '([^']+)'")
+    current, text = None, []
+    for line in log.splitlines():
+        found = mention.search(line)
+        if found:
+            current = found.group(1) or found.group(2)
+        if current == student:
+            text.append(line)
+    return "\n".join(text)
+
+
+def _limit_hit(text: str, limits: sandbox.Limits) -> str | None:
+    words = limits.describe()
+    for name, markers in _LIMIT_MARKERS:
+        if any(m in text for m in markers):
+            return f"{words[name]} reached"
+    return None
+
+
+def _failure_reason(log: str, student: str, limits: sandbox.Limits | None) -> str:
+    """The reason nbgrader's log gives for a student's failed notebook, in words."""
+    text = _student_log(log, student)
+    limit = _limit_hit(text, limits) if limits else None
+    for marker, reason in _KNOWN_FAILURES:
+        if marker in text:
+            return f"{limit}: {reason}" if limit else reason
+    if limit:
+        return limit
+    errors = [line.strip() for line in text.splitlines() if re.match(r"\s*[\w.]+(Error|Exception)\b", line)]
+    return (errors[-1] if errors else f"autograding failed (see the log in {REPORTS_DIR}/)")[:300]
+
+
+def _outputs_text(path: Path) -> str:
+    """Every error and stream output of a graded notebook, as text."""
+    parts = []
+    for cell in json.loads(path.read_text()).get("cells", []):
+        for output in cell.get("outputs", []):
+            if output.get("output_type") == "error":
+                parts.append(f"{output.get('ename')}: {output.get('evalue')}")
+            elif output.get("output_type") == "stream":
+                text = output.get("text", "")
+                parts.append(text if isinstance(text, str) else "".join(text))
+    return "\n".join(parts)
+
+
+def _graded_students(shard: Path, assignment: str, notebooks: list[str]) -> set[str]:
+    done = set()
+    for folder in (shard / "autograded").glob(f"*/{assignment}"):
+        if all((folder / name).exists() for name in notebooks):
+            done.add(folder.parent.name)
+    return done
+
+
+def _data_folders() -> list[Path]:
+    """The generated-data cache, made complete before grading so that kernels only read it."""
+    from coursekit.data import cache_dir, load_mnist1d
+    load_mnist1d()
+    return [cache_dir().resolve()]
+
+
+class _Lock:
+    """One grading run at a time per course; what a killed run left in reports/.work is removed."""
+
+    def __init__(self, course: Path):
+        self.folder = course / REPORTS_DIR / WORK
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.file = open(self.folder / "lock", "w")
+
+    def __enter__(self):
+        try:
+            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.file.close()
+            raise RuntimeError(f"another grading run holds {self.folder / 'lock'}: wait for it to finish") from None
+        for leftover in self.folder.glob("grade-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+        return self
+
+    def __exit__(self, *exc):
+        fcntl.flock(self.file, fcntl.LOCK_UN)
+        self.file.close()
+
+
+def _on_signal(signum, frame):
+    raise Interrupted(signal.Signals(signum).name)
+
+
+def grade(course: Path, assignment: str, *, jobs: int | None = None, timeout: int | None = None,
+          students: list[str] | None = None, progress=print, sandboxed: bool = True,
+          limits: sandbox.Limits | None = None) -> list[Submission]:
+    """Preflight, then autograde every submission of ``assignment`` in ``jobs`` parallel
+    shards, each student's kernel in its own sandbox; merge the grades into ``gradebook.db``
+    and write ``reports/<assignment>/status.csv``.
+
+    Args:
+        course: the course root.
+        assignment: e.g. ``"scaling"``.
+        jobs: worker processes; default the number of CPU cores.
+        timeout: seconds a single cell may run (nbgrader's ``Execute.timeout``); default
+            the course's configuration.
+        students: only these students; default every folder in ``submitted/``.
+        progress: called with a line of text as grading advances.
+        sandboxed: run each kernel in bubblewrap (default). ``False`` runs kernels as the
+            instructor's user, and every student's status records it.
+        limits: the sandbox's :class:`~coursekit.classroom.sandbox.Limits`; default 4 GiB of
+            memory and the other defaults.
+
+    Returns:
+        one :class:`Submission` per student, with ``status`` "graded", "rejected", "failed"
+        or "flagged" (the integrity checks found something: no grade is kept).
+
+    Raises:
+        RuntimeError: bubblewrap is missing (and ``sandboxed``), or another run is in progress.
+        FileNotFoundError, ValueError: no gradebook or release for ``assignment``.
+    """
+    course = Path(course).resolve()
+    limits = limits or sandbox.Limits()
+    gradebook.check_released(course, assignment)
+    notebooks = list(release_notebooks(course, assignment))
+    bwrap = sandbox.require() if sandboxed else None
+    with _Lock(course) as lock:
+        old_handlers = {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        work = Path(tempfile.mkdtemp(prefix=f"grade-{assignment}-", dir=lock.folder))
+        results: list[Submission] = []
+        try:
+            gradebook.backup(course)
+            results = [s for s in preflight(course, assignment) if students is None or s.student in students]
+            _grade(course, assignment, results, notebooks, work, jobs=jobs, timeout=timeout, progress=progress,
+                   bwrap=bwrap, limits=limits)
+        except Interrupted as e:
+            for s in results:
+                if s.status == "ok":
+                    s.status, s.reason = "failed", f"grading was interrupted ({e}) before this student was graded"
+            progress(f"interrupted ({e}): the students graded so far are kept; run `make grade` again for the rest")
+        finally:
+            for s, handler in old_handlers.items():
+                signal.signal(s, handler)
+            shutil.rmtree(work, ignore_errors=True)
+            if results:
+                if not sandboxed:
+                    for s in results:
+                        s.review.insert(0, NO_SANDBOX_NOTE)
+                write_status(course, assignment, results)
+    graded = sum(s.status == "graded" for s in results)
+    counts = ", ".join(f"{sum(s.status == k for s in results)} {k}" for k in ("rejected", "failed", "flagged"))
+    progress(f"{assignment}: {graded} graded, {counts}; see {REPORTS_DIR}/{assignment}/status.csv")
+    return results
+
+
+def _grade(course: Path, assignment: str, results: list[Submission], notebooks: list[str], work: Path, *,
+           jobs, timeout, progress, bwrap, limits) -> None:
+    for s in results:
+        if s.status == "rejected":
+            progress(f"{s.student}: rejected, {s.reason}")
+    gradebook.remove_grades(course, assignment, [s.student for s in results if s.status == "rejected"])
+    todo = [s.student for s in results if s.status == "ok"]
+    if not todo:
+        return
+    jobs = max(1, min(jobs or os.cpu_count() or 1, len(todo)))
+    shards = [todo[i::jobs] for i in range(jobs)]
+    threads = str(max(1, (os.cpu_count() or 1) // jobs))
+    env = {**tool_env(), "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+    args_common = [nbgrader_bin(), "autograde", assignment, "--force"]
+    if timeout is not None:
+        args_common.append(f"--Execute.timeout={timeout}")
+    if bwrap:
+        jupyter = sandbox.write_kernelspec(work / "jupyter", limits, _data_folders())
+        env["JUPYTER_PATH"] = os.pathsep.join([str(jupyter), *filter(None, [os.environ.get("JUPYTER_PATH")])])
+        args_common.append(f"--Execute.kernel_name={sandbox.KERNEL_NAME}")
+    running = []
+    try:
+        for i, shard_students in enumerate(shards):
+            shard = _make_shard(course, work / f"shard{i}", assignment, shard_students)
+            log = open(shard / "autograde.log", "w")
+            proc = subprocess.Popen(args_common, cwd=shard, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+            running.append((i, shard, shard_students, log, proc))
+        total, reported = len(todo), 0
+        while any(p.poll() is None for *_, p in running):
+            time.sleep(0.5)
+            done = sum(len(_graded_students(shard, assignment, notebooks)) for _, shard, *_ in running)
+            if done > reported:
+                reported = done
+                progress(f"graded {done}/{total}")
+    finally:
+        for *_, log, proc in running:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)   # the shard and its kernels' sandboxes
+            proc.wait()
+            log.close()
+    by_student = {s.student: s for s in results}
+    for i, shard, shard_students, _, _ in running:
+        _collect_shard(course, assignment, notebooks, i, shard, shard_students, by_student, progress, limits)
+
+
+def _collect_shard(course, assignment, notebooks, i, shard, shard_students, by_student, progress, limits):
+    """Verify a finished shard's students outside the kernel, merge the complete ones."""
+    log_text = (shard / "autograde.log").read_text(errors="replace")
+    log_dir = reports_dir(course, assignment) / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    (log_dir / f"autograde-{i}.log").write_text(log_text)
+    done = sorted(_graded_students(shard, assignment, notebooks) & set(shard_students))
+    flagged = {}
+    for student in done:
+        problems = verify(course, shard, assignment, student, notebooks)
+        if problems:
+            flagged[student] = "; ".join(problems)
+        outputs = "\n".join(_outputs_text(shard / "autograded" / student / assignment / n) for n in notebooks)
+        limit = _limit_hit(outputs, limits)
+        if limit:
+            by_student[student].reason = f"{limit} while running the notebook"
+    ok = [student for student in done if student not in flagged]
+    gradebook.merge(gradebook.db_path(course), shard / "gradebook.db", assignment, ok)
+    for student in ok:
+        target = course / "autograded" / student / assignment
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(shard / "autograded" / student / assignment, target)
+    failed = [s for s in shard_students if s not in ok]
+    gradebook.remove_grades(course, assignment, failed)
+    for student in shard_students:
+        sub = by_student[student]
+        if student in flagged:
+            sub.status, sub.reason = "flagged", "integrity: " + flagged[student]
+            progress(f"{student}: flagged for review, {sub.reason}")
+        elif student in ok:
+            sub.status = "graded"
+        else:
+            sub.status, sub.reason = "failed", _failure_reason(log_text, student, limits)
+            progress(f"{student}: failed, {sub.reason}")

@@ -1,0 +1,252 @@
+"""The sandbox: every student's kernel runs confined by bubblewrap (``bwrap``).
+
+nbgrader executes a notebook through nbclient, which starts its kernel from a *kernel spec*
+through a *kernel provisioner* (jupyter_client's seam for "how a kernel is launched").
+Grading writes a kernel spec, ``coursekit-sandbox``, whose provisioner
+(:class:`SandboxProvisioner`) starts ipykernel inside::
+
+    bwrap --unshare-all --die-with-parent --as-pid-1 --new-session --uid 65534 --gid 65534 \\
+          --ro-bind <system, Python, venv, coursekit, data cache> ... \\
+          --tmpfs /home/student --size <scratch> ... \\
+          prlimit --as=<memory> --nproc=<processes> --fsize=<file size> -- python -m ipykernel_launcher ...
+
+What the kernel sees and can do:
+
+- the system (``/usr``, a few files of ``/etc``), the Python installation, the venv, the
+  course's ``coursekit/`` and the generated-data cache, all **read-only**;
+- a private scratch folder ``/home/student/<assignment>``, a size-limited tmpfs holding
+  its own copy of that one student's submission (read-only files in a writable folder),
+  gone when the kernel stops; ``/tmp`` is private too;
+- not the course root: no ``solutions/``, gradebook, ``submitted/``, ``autograded/``,
+  ``exercises/``, other students, nor the instructor's home;
+- no network (its own empty network namespace), its own PID namespace (the kernel is
+  PID 1: when it stops, everything it started is killed), uid 65534 (nobody);
+- limits: address space (``memory``), processes and threads, the size of one file,
+  the scratch folder's size, open files.
+
+The kernel talks to nbclient over ZeroMQ's IPC transport, through sockets in a private
+folder bound into the sandbox (there is no network to use TCP on).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import site
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+KERNEL_NAME = "coursekit-sandbox"
+PROVISIONER = "coursekit-sandbox"
+SANDBOX_UID = 65534          # nobody
+HOME = "/home/student"
+INSTALL_HINT = ("install bubblewrap (Debian/Ubuntu: `sudo apt-get install bubblewrap`; Fedora: `sudo dnf install "
+                "bubblewrap`), or grade without a sandbox with --no-sandbox (every student's status records it)")
+# files of /etc that Python, torch and matplotlib read; nothing else of /etc is visible
+ETC_FILES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "timezone", "fonts", "alternatives",
+             "mime.types", "nsswitch.conf", "host.conf", "hosts", "passwd", "group", "os-release", "ssl")
+
+
+def parse_size(text: str | int) -> int:
+    """Bytes from ``"4G"``, ``"512M"``, ``"100k"`` or an integer."""
+    if isinstance(text, int):
+        return text
+    units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    value = str(text).strip().upper().removesuffix("B").removesuffix("I")
+    number, unit = (value[:-1], value[-1]) if value and value[-1] in units else (value, "")
+    try:
+        size = int(float(number) * units[unit])
+    except ValueError:
+        raise ValueError(f"size {text!r} is not a size: use e.g. 4G, 512M or a number of bytes") from None
+    if size <= 0:
+        raise ValueError(f"size {text!r} must be positive")
+    return size
+
+
+def format_size(size: int) -> str:
+    for unit, factor in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if size >= factor:
+            return f"{size / factor:g} {unit}"
+    return f"{size} B"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one student's kernel may use.
+
+    Args:
+        memory: address space of each process (``RLIMIT_AS``), default ``"4G"``.
+        processes: processes and threads (``RLIMIT_NPROC``), default 512.
+        file_size: the largest file it may write (``RLIMIT_FSIZE``), default ``"256M"``.
+        scratch: size of its private scratch folder (a tmpfs), default ``"512M"``.
+        open_files: open file descriptors (``RLIMIT_NOFILE``), default 1024.
+    """
+    memory: str = "4G"
+    processes: int = 512
+    file_size: str = "256M"
+    scratch: str = "512M"
+    open_files: int = 1024
+
+    def __post_init__(self):
+        for name in ("memory", "file_size", "scratch"):
+            parse_size(getattr(self, name))
+        for name in ("processes", "open_files"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 16:
+                raise ValueError(f"{name} ({value!r}) must be an integer of at least 16")
+
+    def describe(self) -> dict[str, str]:
+        """The words a status line uses for each limit, e.g. ``"memory limit 4 GiB"``."""
+        return {"memory": f"memory limit {format_size(parse_size(self.memory))}",
+                "processes": f"process limit {self.processes}",
+                "file_size": f"file size limit {format_size(parse_size(self.file_size))}",
+                "scratch": f"scratch limit {format_size(parse_size(self.scratch))}",
+                "open_files": f"open-file limit {self.open_files}"}
+
+
+def bwrap_path() -> str | None:
+    """bubblewrap's executable (``$BWRAP`` or ``bwrap`` on PATH), or None."""
+    return os.environ.get("BWRAP") or shutil.which("bwrap")
+
+
+def require() -> str:
+    """bubblewrap's executable, checked to work here; else a RuntimeError that says how to
+    install it."""
+    bwrap = bwrap_path()
+    if not bwrap:
+        raise RuntimeError(f"grading runs each student's kernel in a bubblewrap sandbox, and `bwrap` is not "
+                           f"installed: {INSTALL_HINT}")
+    probe = subprocess.run([bwrap, "--unshare-all", "--die-with-parent", "--ro-bind", "/", "/", "true"],
+                           capture_output=True, text=True)
+    if probe.returncode != 0:
+        raise RuntimeError(f"bubblewrap ({bwrap}) cannot create a sandbox here: {probe.stderr.strip()[:300]} "
+                           f"(it needs unprivileged user namespaces, or root); or grade with --no-sandbox")
+    return bwrap
+
+
+def _python_roots() -> list[Path]:
+    """What the kernel's Python needs: the installation, the venv, the course's coursekit."""
+    import coursekit
+    roots = {Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve(), Path(sys.prefix),
+             Path(coursekit.__file__).resolve().parent}
+    roots |= {Path(p).resolve() for p in site.getsitepackages() if Path(p).exists()}
+    # a virtualenv's python is a symlink into the installation: bind the real file's prefix too
+    roots.add(Path(os.path.realpath(sys.executable)).parent.parent)
+    return sorted(roots)
+
+
+def bwrap_command(bwrap: str, limits: Limits, *, private: Path, scratch_name: str, files: list[Path],
+                  data: list[Path], env: dict[str, str]) -> list[str]:
+    """The bwrap arguments (up to ``--``) that confine one kernel."""
+    args = [bwrap, "--unshare-all", "--unshare-user", "--die-with-parent", "--as-pid-1", "--new-session",
+            "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID), "--hostname", "sandbox",
+            "--cap-drop", "ALL", "--disable-userns",
+            "--ro-bind", "/usr", "/usr", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
+            "--dir", "/var/tmp"]
+    for link in ("bin", "lib", "lib64", "sbin"):
+        target = Path("/") / link
+        if target.is_symlink():
+            args += ["--symlink", os.readlink(target), str(target)]
+        elif target.exists():
+            args += ["--ro-bind", str(target), str(target)]
+    for name in ETC_FILES:
+        args += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
+    for root in [*_python_roots(), *data]:
+        args += ["--ro-bind", str(root), str(root)]
+    scratch = f"{HOME}/{scratch_name}"
+    args += ["--size", str(parse_size(limits.scratch)), "--perms", "0755", "--tmpfs", HOME,
+             "--dir", scratch]
+    for path in files:
+        args += ["--ro-bind", str(path), f"{scratch}/{path.name}"]
+    args += ["--bind", str(private), str(private), "--chdir", scratch, "--clearenv"]
+    for key, value in env.items():
+        args += ["--setenv", key, value]
+    return args
+
+
+def prlimit_command(limits: Limits) -> list[str]:
+    return ["prlimit", f"--as={parse_size(limits.memory)}", f"--nproc={limits.processes}",
+            f"--fsize={parse_size(limits.file_size)}", f"--nofile={limits.open_files}",
+            "--core=0", "--"]
+
+
+# what crosses into the kernel's environment (everything else is cleared)
+_KEEP_ENV = ("LANG", "LC_ALL", "LC_CTYPE", "PYTHONWARNINGS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+             "COURSEKIT_PROGRESS", "COURSEKIT_QUIET", "COURSEKIT_SCALE", "COURSEKIT_DEVICE", "MPLBACKEND",
+             "JPY_PARENT_PID", "JPY_SESSION_NAME", "PYDEVD_DISABLE_FILE_VALIDATION")
+
+
+def kernel_env(env: dict[str, str], data: list[Path]) -> dict[str, str]:
+    out = {k: env[k] for k in _KEEP_ENV if k in env}
+    out.update({"HOME": HOME, "USER": "student", "LOGNAME": "student",
+                "PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin",
+                "MPLCONFIGDIR": f"{HOME}/.config/matplotlib", "PYTHONNOUSERSITE": "1",
+                "PYDEVD_DISABLE_FILE_VALIDATION": "1"})
+    if data:
+        out["COURSEKIT_CACHE"] = str(data[0])
+    return out
+
+
+def write_kernelspec(folder: Path, limits: Limits, data: list[Path] = ()) -> Path:
+    """A Jupyter data folder holding the ``coursekit-sandbox`` kernel spec; put it first on
+    ``JUPYTER_PATH`` and run nbgrader with ``--Execute.kernel_name=coursekit-sandbox``."""
+    spec_dir = Path(folder) / "kernels" / KERNEL_NAME
+    spec_dir.mkdir(parents=True, exist_ok=True)
+    spec = {"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+            "display_name": "Python 3 (coursekit sandbox)", "language": "python",
+            "interrupt_mode": "message",   # a signal would not reach a kernel in its own PID namespace
+            "metadata": {"kernel_provisioner": {"provisioner_name": PROVISIONER,
+                                                "config": {"limits": asdict(limits),
+                                                           "data": [str(p) for p in data]}}}}
+    (spec_dir / "kernel.json").write_text(json.dumps(spec, indent=1))
+    return Path(folder)
+
+
+try:
+    from jupyter_client.provisioning import LocalProvisioner
+    from traitlets import Dict, List
+except ImportError:  # jupyter_client is an instructor's tool
+    LocalProvisioner = object
+
+
+class SandboxProvisioner(LocalProvisioner):
+    """jupyter_client kernel provisioner: the local kernel, started inside bubblewrap.
+
+    Its configuration (from the kernel spec) is ``limits`` (the fields of :class:`Limits`)
+    and ``data`` (folders bound read-only, the first one as ``COURSEKIT_CACHE``).
+    """
+    if LocalProvisioner is not object:
+        limits = Dict(config=True)
+        data = List(config=True)
+
+    _private: Path | None = None
+
+    async def pre_launch(self, **kwargs):
+        km = self.parent
+        bwrap = require()
+        limits = Limits(**self.limits)
+        self._private = Path(tempfile.mkdtemp(prefix="coursekit-kernel-"))
+        # the connection file and the IPC sockets live in a folder of this kernel's own
+        km.transport = "ipc"
+        km.connection_file = str(self._private / "kernel.json")
+        km.ip = str(self._private / "kernel-ipc")
+        kwargs = await super().pre_launch(**kwargs)
+        cwd = Path(kwargs.get("cwd") or os.getcwd())
+        files = sorted(p for p in cwd.iterdir() if p.is_file() and not p.is_symlink())
+        data = [Path(p) for p in self.data if Path(p).is_dir()]
+        env = kernel_env(kwargs.get("env") or dict(os.environ), data)
+        cmd = kwargs["cmd"]
+        kwargs["cmd"] = [*bwrap_command(bwrap, limits, private=self._private, scratch_name=cwd.name or "work",
+                                        files=files, data=data, env=env),
+                         "--", *prlimit_command(limits), *cmd]
+        kwargs["cwd"] = str(self._private)
+        return kwargs
+
+    async def cleanup(self, restart: bool = False) -> None:
+        await super().cleanup(restart=restart)
+        if self._private is not None and not restart:
+            shutil.rmtree(self._private, ignore_errors=True)
+            self._private = None
