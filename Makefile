@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 # nbgrader runs helper programs (alembic) by name: the venv's tools come first
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: help install browser book test release collect grade feedback grades lock clean
+.PHONY: help install browser sandbox book test release collect grade feedback grades lock clean
 
 help:
 	@echo "make book     build the rendered book into _build/html (executes every chapter)"
@@ -35,7 +35,7 @@ book: $(STAMP)
 	COURSEKIT_PROGRESS=0 $(VENV)/bin/jupyter-book build . --warningiserror --keep-going
 	@$(PY) tools/chapter_times.py
 
-test: $(STAMP) browser
+test: $(STAMP) browser sandbox
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # Debian's Chromium and ChromeDriver, for the tests that open the book in a browser
@@ -53,6 +53,18 @@ browser:
 	  $$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(BROWSER_PACKAGES) >/dev/null; \
 	fi
 
+# bubblewrap confines each student's kernel while grading (coursekit/classroom/sandbox.py):
+# installed with apt-get when missing (as root, or with sudo). BWRAP overrides the executable.
+sandbox:
+	@if [ -n "$$BWRAP" ] || command -v bwrap >/dev/null; then :; \
+	elif ! command -v apt-get >/dev/null; then \
+	  echo "grading needs bubblewrap (bwrap): install your system's bubblewrap package, or set BWRAP" >&2; exit 1; \
+	else \
+	  sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  echo "installing bubblewrap with apt-get"; \
+	  $$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null; \
+	fi
+
 release: $(STAMP)
 	for a in $$(ls solutions); do $(VENV)/bin/nbgrader generate_assignment $$a --force || exit 1; done
 
@@ -61,8 +73,8 @@ JOBS ?=
 collect: $(STAMP)
 	$(PY) -m coursekit.classroom collect $(ASSIGNMENT) $(FROM)
 
-grade: $(STAMP)
-	$(PY) -m coursekit.classroom grade $(ASSIGNMENT) $(if $(JOBS),--jobs $(JOBS))
+grade: $(STAMP) sandbox
+	$(PY) -m coursekit.classroom grade $(ASSIGNMENT) $(if $(JOBS),--jobs $(JOBS)) $(GRADE_ARGS)
 
 feedback: $(STAMP)
 	$(PY) -m coursekit.classroom feedback $(ASSIGNMENT)

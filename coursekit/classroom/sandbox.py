@@ -36,6 +36,7 @@ import site
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -109,7 +110,8 @@ class Limits:
 
 def bwrap_path() -> str | None:
     """bubblewrap's executable (``$BWRAP`` or ``bwrap`` on PATH), or None."""
-    return os.environ.get("BWRAP") or shutil.which("bwrap")
+    found = os.environ.get("BWRAP") or shutil.which("bwrap")
+    return found if found and os.access(found, os.X_OK) else None
 
 
 def require() -> str:
@@ -167,6 +169,54 @@ def bwrap_command(bwrap: str, limits: Limits, *, private: Path, scratch_name: st
     return args
 
 
+def _pids_hierarchy() -> Path | None:
+    """Where a pids cgroup can be made: the v1 ``pids`` mount, or a v2 mount that offers it."""
+    for line in Path("/proc/self/mounts").read_text().splitlines():
+        fields = line.split()
+        if len(fields) < 4:
+            continue
+        mount, kind, options = Path(fields[1]), fields[2], fields[3].split(",")
+        if kind == "cgroup" and "pids" in options:
+            return mount
+        control = mount / "cgroup.subtree_control"
+        if kind == "cgroup2" and control.exists() and "pids" in control.read_text().split():
+            return mount
+    return None
+
+
+def pids_cgroup(name: str, limit: int) -> Path | None:
+    """A new pids cgroup holding at most ``limit`` processes and threads, or None where none
+    can be made (not root, no pids controller).
+
+    ``RLIMIT_NPROC`` does not bind a process whose user is root outside the sandbox, so
+    when grading runs as root the process limit is this cgroup's ``pids.max``."""
+    hierarchy = _pids_hierarchy() if os.geteuid() == 0 else None
+    if hierarchy is None:
+        return None
+    group = hierarchy / name
+    try:
+        group.mkdir()
+        (group / "pids.max").write_text(str(limit))
+        return group
+    except OSError:
+        remove_cgroup(group)
+        return None
+
+
+def remove_cgroup(group: Path | None) -> None:
+    """Remove a kernel's cgroup once its processes are gone (a few tries while they exit)."""
+    if group is None:
+        return
+    for _ in range(50):
+        try:
+            group.rmdir()
+            return
+        except FileNotFoundError:
+            return
+        except OSError:   # busy: its last processes are still exiting
+            time.sleep(0.02)
+
+
 def prlimit_command(limits: Limits) -> list[str]:
     return ["prlimit", f"--as={parse_size(limits.memory)}", f"--nproc={limits.processes}",
             f"--fsize={parse_size(limits.file_size)}", f"--nofile={limits.open_files}",
@@ -184,7 +234,8 @@ def kernel_env(env: dict[str, str], data: list[Path]) -> dict[str, str]:
     out.update({"HOME": HOME, "USER": "student", "LOGNAME": "student",
                 "PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin",
                 "MPLCONFIGDIR": f"{HOME}/.config/matplotlib", "PYTHONNOUSERSITE": "1",
-                "PYDEVD_DISABLE_FILE_VALIDATION": "1"})
+                "PYDEVD_DISABLE_FILE_VALIDATION": "1",
+                "MALLOC_ARENA_MAX": "2"})   # each thread's malloc arena would reserve 64 MiB of address space
     if data:
         out["COURSEKIT_CACHE"] = str(data[0])
     return out
@@ -223,6 +274,7 @@ class SandboxProvisioner(LocalProvisioner):
         data = List(config=True)
 
     _private: Path | None = None
+    _cgroup: Path | None = None
 
     async def pre_launch(self, **kwargs):
         km = self.parent
@@ -239,7 +291,10 @@ class SandboxProvisioner(LocalProvisioner):
         data = [Path(p) for p in self.data if Path(p).is_dir()]
         env = kernel_env(kwargs.get("env") or dict(os.environ), data)
         cmd = kwargs["cmd"]
-        kwargs["cmd"] = [*bwrap_command(bwrap, limits, private=self._private, scratch_name=cwd.name or "work",
+        self._cgroup = pids_cgroup(f"coursekit-{self._private.name}", limits.processes)
+        enter = ["/bin/sh", "-c", 'echo $$ > "$0" && exec "$@"', str(self._cgroup / "cgroup.procs")] \
+            if self._cgroup else []
+        kwargs["cmd"] = [*enter, *bwrap_command(bwrap, limits, private=self._private, scratch_name=cwd.name or "work",
                                         files=files, data=data, env=env),
                          "--", *prlimit_command(limits), *cmd]
         kwargs["cwd"] = str(self._private)
@@ -250,3 +305,5 @@ class SandboxProvisioner(LocalProvisioner):
         if self._private is not None and not restart:
             shutil.rmtree(self._private, ignore_errors=True)
             self._private = None
+            remove_cgroup(self._cgroup)
+            self._cgroup = None
