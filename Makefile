@@ -15,9 +15,9 @@ help:
 	@echo "make test     run the whole test suite (installs Debian's chromium for the browser tests if missing)"
 	@echo "make release  regenerate exercises/ from solutions/ with nbgrader (and create gradebook.db)"
 	@echo "make collect ASSIGNMENT=scaling FROM=folder-or.zip   put submissions into submitted/"
-	@echo "make grade ASSIGNMENT=scaling [JOBS=2]               preflight and autograde the class"
+	@echo "make grade ASSIGNMENT=scaling [JOBS=2] [GRADE_ARGS=] preflight, then autograde the class, each kernel sandboxed"
 	@echo "make feedback ASSIGNMENT=scaling                     HTML feedback (hidden tests hidden)"
-	@echo "make grades                                          grades.csv and grading/<assignment>/report.md"
+	@echo "make grades                                          grades.csv and reports/<assignment>/report.md"
 	@echo "make lock     re-resolve requirements.in into the pinned requirements.txt"
 	@echo "make clean    remove _build/ and the execution cache"
 

@@ -99,7 +99,7 @@ def site(tmp_path_factory) -> Path:
     src = tmp_path_factory.mktemp("book")
     ignore = shutil.ignore_patterns(".venv", "_build", ".git", "__pycache__", ".pytest_cache",
                                     "submitted", "autograded", "feedback", "gradebook.db",
-                                    "grading", "test-artifacts")
+                                    "reports", "test-artifacts")
     shutil.copytree(ROOT, src, ignore=ignore, dirs_exist_ok=True)
     config = src / "_config.yml"
     text = config.read_text()

@@ -14,6 +14,9 @@ from pathlib import Path
 import pytest
 
 from coursekit import classroom
+from coursekit.classroom.common import nbgrader_bin
+from coursekit.classroom.grade import _make_shard
+from coursekit.classroom.integrity import verify
 from conftest import ROOT, tool_env
 
 pytestmark = pytest.mark.slow
@@ -104,7 +107,7 @@ def test_every_student_is_graded_or_listed_with_a_reason(graded, course):
     assert "not a valid notebook" in first["erin"].reason and "JSON" in first["erin"].reason
     assert "scaling.ipynb is missing (found: no notebook)" == first["frank"].reason
     assert any(line.startswith("graded ") for line in lines)   # progress while it runs
-    rows = {r["student"]: r for r in csv.DictReader(open(course / "grading" / A / "status.csv"))}
+    rows = {r["student"]: r for r in csv.DictReader(open(course / "reports" / A / "status.csv"))}
     assert rows["erin"]["status"] == "rejected" and rows["erin"]["reason"]
 
 
@@ -136,8 +139,8 @@ def test_a_failed_regrade_leaves_no_stale_grade(graded, course):
     assert rows["heidi"]["score"] == "" and rows["heidi"]["status"] == "failed"
     assert rows["erin"]["status"] == "rejected" and rows["erin"]["score"] == ""
     assert float(rows["alice"]["score"]) == 20.0 and rows["alice"]["status"] == "graded"
-    assert (course / "grading" / A / "report.png").stat().st_size > 1000
-    report = (course / "grading" / A / "report.md").read_text()
+    assert (course / "reports" / A / "report.png").stat().st_size > 1000
+    report = (course / "reports" / A / "report.md").read_text()
     assert "| check_min_max_transform |" in report and "hidden_min_max" in report
 
 
@@ -155,7 +158,7 @@ def test_feedback_shows_messages_never_hidden_tests(graded, course):
 def test_parallel_grading_gives_nbgraders_scores(graded, course, tmp_path):
     """The same submissions graded by plain sequential `nbgrader autograde` score the same."""
     plain = tmp_path / "plain"
-    shutil.copytree(course, plain, ignore=shutil.ignore_patterns("autograded", "feedback", "grading", "gradebook.db"))
+    shutil.copytree(course, plain, ignore=shutil.ignore_patterns("autograded", "feedback", "reports", "gradebook.db"))
     for student in ("erin", "frank", "heidi"):
         shutil.rmtree(plain / "submitted" / student)
     subprocess.run([str(Path(sys.executable).parent / "nbgrader"), "generate_assignment", A, "--force"],
@@ -176,9 +179,10 @@ CHEATS = {
     "nick": "get_ipython().showtraceback = lambda *a, **k: None\n",
     "olivia": "import torch.testing\ntorch.testing.assert_close = lambda *a, **k: None\n",
     "peggy": "",       # returns an object that claims to equal anything
-    "quinn": ("import os, sqlite3\ncon = sqlite3.connect(os.path.abspath('../../../gradebook.db'))\n"
-              "con.execute('UPDATE grade_cells SET max_score = 100')\ncon.commit()\n"
-              "hidden = con.execute('SELECT source FROM source_cell').fetchall()\n"),
+    "quinn": ("import os, sqlite3\ntry:\n    con = sqlite3.connect(os.path.abspath('../../../gradebook.db'))\n"
+              "    con.execute('UPDATE grade_cells SET max_score = 100')\n    con.commit()\n"
+              "    hidden = con.execute('SELECT source FROM source_cell').fetchall()\n"
+              "except Exception as e:\n    print('quinn:', e)\n"),
     "sam": "import builtins\nbuiltins.round = lambda *args, **kwargs: 0\n",
     "rita": "",        # honest, with the same wrong transform: the score to beat
 }
@@ -209,31 +213,33 @@ def test_cheats_do_not_raise_a_score(cheaters, course):
     assert "torch.testing.assert_close" in cheaters["olivia"].reason
     assert "builtins.round" in cheaters["sam"].reason
     assert cheaters["peggy"].status == "graded" and _score(course, "peggy") <= honest
-    # reading the hidden tests from the gradebook and editing it: no effect on the score, noted for review
+    # the gradebook is not in the sandbox: no effect on the score, noted for review
     assert cheaters["quinn"].status == "graded" and _score(course, "quinn") == honest
-    assert any("the gradebook" in r for r in cheaters["quinn"].repairs)
-    assert any("review: the code refers to the grading machinery" in r for r in cheaters["mallory"].repairs)
+    quinn = json.loads((course / "autograded" / "quinn" / A / f"{A}.ipynb").read_text())
+    assert "quinn: unable to open database file" in json.dumps(quinn)
+    assert any("the gradebook" in r for r in cheaters["quinn"].review)
+    assert any("the code refers to the grading machinery" in r for r in cheaters["mallory"].review)
     rows = {r["student_id"]: r for r in csv.DictReader(open(classroom.export(course))) if r["assignment"] == A}
     assert rows["mallory"]["status"] == "flagged" and rows["mallory"]["score"] == ""
 
 
 def test_a_tampered_gradebook_or_test_cell_is_caught_after_grading(graded, course, tmp_path):
     """What a kernel could change behind nbgrader's back is checked outside it."""
-    shard = classroom._make_shard(course, tmp_path / "shard", A, ["alice"])
-    subprocess.run([classroom._nbgrader_bin(), "autograde", A, "--force"], cwd=shard, env=tool_env(),
+    shard = _make_shard(course, tmp_path / "shard", A, ["alice"])
+    subprocess.run([nbgrader_bin(), "autograde", A, "--force"], cwd=shard, env=tool_env(),
                    check=True, capture_output=True)
-    assert classroom._verify(course, shard, A, "alice", [f"{A}.ipynb"]) == []
+    assert verify(course, shard, A, "alice", [f"{A}.ipynb"]) == []
     import sqlite3
     with sqlite3.connect(shard / "gradebook.db") as con:
         con.execute("UPDATE grade SET auto_score = 100")
-    problems = classroom._verify(course, shard, A, "alice", [f"{A}.ipynb"])
+    problems = verify(course, shard, A, "alice", [f"{A}.ipynb"])
     assert problems and all("is not what its output gives" in p for p in problems)
     path = shard / "autograded" / "alice" / A / f"{A}.ipynb"
     path.chmod(0o644)
     nb = json.loads(path.read_text())
     nb["cells"][cell_index(nb, "hidden_min_max")]["source"] = "20"
     path.write_text(json.dumps(nb))
-    assert any("'hidden_min_max' ran with other code" in p for p in classroom._verify(course, shard, A, "alice", [f"{A}.ipynb"]))
+    assert any("'hidden_min_max' ran with other code" in p for p in verify(course, shard, A, "alice", [f"{A}.ipynb"]))
 
 
 def test_collect_from_a_folder_and_from_an_lms_zip(course, tmp_path):
@@ -241,12 +247,12 @@ def test_collect_from_a_folder_and_from_an_lms_zip(course, tmp_path):
     folder = tmp_path / "downloads"
     (folder / "zoe").mkdir(parents=True)
     (folder / "zoe" / f"{A}.ipynb").write_text(solution)
-    assert classroom.collect(course, A, folder) == ["zoe"]
+    assert classroom.collect(course, A, folder).students == ["zoe"]
     assert (course / "submitted" / "zoe" / A / f"{A}.ipynb").exists()
     archive = tmp_path / "lms.zip"
     with zipfile.ZipFile(archive, "w") as z:
         z.writestr(f"yann_12345_attempt_{A}.ipynb", solution)
-    assert "yann" in classroom.collect(course, A, archive)
+    assert "yann" in classroom.collect(course, A, archive).students
     assert (course / "submitted" / "yann" / A / f"{A}.ipynb").exists()
     with pytest.raises(FileNotFoundError, match="does not exist"):
         classroom.collect(course, A, tmp_path / "nothing")

@@ -8,13 +8,14 @@ from pathlib import Path
 from .collect import collect
 from .export import export
 from .feedback import feedback
-from .grade import grade
+from .grade import Interrupted, grade
 from .sandbox import Limits
 
 
 def main(argv: list[str] | None = None) -> int:
     """Exit status: 0 when the step ran (rejected, failed or flagged students are results,
-    listed in status.csv), 2 when it could not run (the message says why)."""
+    listed in status.csv), 2 when it could not run (the message says why), 128 + the
+    signal's number when grading was interrupted (the students graded so far are kept)."""
     parser = argparse.ArgumentParser(prog="python -m coursekit.classroom",
                                      description="Grade a class with nbgrader, each student's code in a sandbox.")
     parser.add_argument("--course", default=".", help="the course root (default: the current directory)")
@@ -57,4 +58,6 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Interrupted as e:
+        return 128 + e.signum
     return 0

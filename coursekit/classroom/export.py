@@ -151,9 +151,9 @@ def _report(folder: Path, assignment: str, summary: _Summary) -> None:
         lines.append(f"autograded: no graded submission yet (maximum {summary.auto_max:g})")
     if summary.hand_cells:
         kinds = {"markdown": "free text", "code": "code", "task": "task"}
-        cells = ", ".join(f"`{_label(key, summary)}` ({kinds.get(kind, kind)}, {points:g})"
+        cells = ", ".join(f"`{_label(key, summary)}` ({kinds.get(kind, kind)}, {points:g} points)"
                           for key, (points, kind) in summary.hand_cells.items())
-        lines.append(f"graded by hand: {summary.hand_max:g} points ({cells}; not included above)")
+        lines.append(f"graded by hand: {summary.hand_max:g} points, not included above: {cells}")
     lines += ["", "| test cell | points | passed | pass rate |", "|---|---|---|---|"]
     for key, points in summary.auto_cells.items():
         passed = summary.passed.get(key, 0)
@@ -174,6 +174,7 @@ def _figure(path: Path, assignment: str, summary: _Summary) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     scores, top = summary.auto_scores, summary.auto_max or 1.0
     fig, (hist, bars) = plt.subplots(1, 2, figsize=(8, 3), gridspec_kw={"width_ratios": [3, 2]})
@@ -189,6 +190,8 @@ def _figure(path: Path, assignment: str, summary: _Summary) -> None:
     bars.bar_label(drawn)
     bars.set_xticks(range(len(STATUSES)), [s.replace(" ", "\n") for s in STATUSES], fontsize=8)
     bars.set(ylabel="students", title="every student", ylim=(0, max(counts + [1]) * 1.2))
+    for ax in (hist, bars):
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))   # students come whole
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

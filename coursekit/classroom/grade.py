@@ -50,7 +50,12 @@ _LIMIT_MARKERS = [
 
 
 class Interrupted(Exception):
-    """SIGINT or SIGTERM arrived while grading."""
+    """SIGINT or SIGTERM arrived while grading: raised by :func:`grade` after the clean-up
+    (``signum`` is the signal's number; the command line exits with 128 + signum)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
 
 
 def _make_shard(course: Path, root: Path, assignment: str, students: list[str], *, checks: bool = True) -> Path:
@@ -158,7 +163,7 @@ class _Lock:
 
 
 def _on_signal(signum, frame):
-    raise Interrupted(signal.Signals(signum).name)
+    raise Interrupted(signum)
 
 
 def grade(course: Path, assignment: str, *, jobs: int | None = None, timeout: int | None = None,
@@ -197,34 +202,41 @@ def grade(course: Path, assignment: str, *, jobs: int | None = None, timeout: in
     with _Lock(course) as lock:
         old_handlers = {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         work = Path(tempfile.mkdtemp(prefix=f"grade-{assignment}-", dir=lock.folder))
+        # the kernels' sockets: a short path (a socket's path has at most 107 bytes)
+        kernels = Path(tempfile.mkdtemp(prefix="coursekit-kernels-"))
         results: list[Submission] = []
+        interrupted = None
         try:
             gradebook.backup(course)
             results = [s for s in preflight(course, assignment) if students is None or s.student in students]
-            _grade(course, assignment, results, notebooks, work, jobs=jobs, timeout=timeout, progress=progress,
-                   bwrap=bwrap, limits=limits)
+            _grade(course, assignment, results, notebooks, work, kernels, jobs=jobs, timeout=timeout,
+                   progress=progress, bwrap=bwrap, limits=limits)
         except Interrupted as e:
             for s in results:
-                if s.status == "ok":
+                if s.status == "ok":   # interrupted before its shard started
                     s.status, s.reason = "failed", f"grading was interrupted ({e}) before this student was graded"
             progress(f"interrupted ({e}): the students graded so far are kept; run `make grade` again for the rest")
+            interrupted = e
         finally:
             for s, handler in old_handlers.items():
                 signal.signal(s, handler)
             shutil.rmtree(work, ignore_errors=True)
+            shutil.rmtree(kernels, ignore_errors=True)
             if results:
                 if not sandboxed:
                     for s in results:
                         s.review.insert(0, NO_SANDBOX_NOTE)
                 write_status(course, assignment, results)
+    if interrupted is not None:
+        raise interrupted
     graded = sum(s.status == "graded" for s in results)
     counts = ", ".join(f"{sum(s.status == k for s in results)} {k}" for k in ("rejected", "failed", "flagged"))
     progress(f"{assignment}: {graded} graded, {counts}; see {REPORTS_DIR}/{assignment}/status.csv")
     return results
 
 
-def _grade(course: Path, assignment: str, results: list[Submission], notebooks: list[str], work: Path, *,
-           jobs, timeout, progress, bwrap, limits) -> None:
+def _grade(course: Path, assignment: str, results: list[Submission], notebooks: list[str], work: Path,
+           kernels: Path, *, jobs, timeout, progress, bwrap, limits) -> None:
     for s in results:
         if s.status == "rejected":
             progress(f"{s.student}: rejected, {s.reason}")
@@ -243,7 +255,8 @@ def _grade(course: Path, assignment: str, results: list[Submission], notebooks: 
         jupyter = sandbox.write_kernelspec(work / "jupyter", limits, _data_folders())
         env["JUPYTER_PATH"] = os.pathsep.join([str(jupyter), *filter(None, [os.environ.get("JUPYTER_PATH")])])
         args_common.append(f"--Execute.kernel_name={sandbox.KERNEL_NAME}")
-    running = []
+        env[sandbox.KERNELS_DIR_ENV] = str(kernels)
+    running, interrupted = [], None
     try:
         for i, shard_students in enumerate(shards):
             shard = _make_shard(course, work / f"shard{i}", assignment, shard_students)
@@ -258,15 +271,26 @@ def _grade(course: Path, assignment: str, results: list[Submission], notebooks: 
             if done > reported:
                 reported = done
                 progress(f"graded {done}/{total}")
+    except Interrupted as e:
+        interrupted = e
     finally:
+        # a second signal must not cut the clean-up short: the shards are stopped, and the
+        # students they finished are still verified and merged below
+        for s in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(s, signal.SIG_IGN)
         for *_, log, proc in running:
             if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)   # the shard and its kernels' sandboxes
+                os.killpg(proc.pid, signal.SIGKILL)   # nbgrader; its kernels' sandboxes die with it
             proc.wait()
             log.close()
     by_student = {s.student: s for s in results}
     for i, shard, shard_students, _, _ in running:
         _collect_shard(course, assignment, notebooks, i, shard, shard_students, by_student, progress, limits)
+    if interrupted is not None:
+        for s in results:
+            if s.status == "failed" and s.student in todo:
+                s.reason = f"grading was interrupted ({interrupted}) before this student was graded"
+        raise interrupted
 
 
 def _collect_shard(course, assignment, notebooks, i, shard, shard_students, by_student, progress, limits):

@@ -41,6 +41,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 KERNEL_NAME = "coursekit-sandbox"
+KERNELS_DIR_ENV = "COURSEKIT_KERNELS_DIR"   # where each kernel's private folder (sockets) is made
 PROVISIONER = "coursekit-sandbox"
 SANDBOX_UID = 65534          # nobody
 HOME = "/home/student"
@@ -146,8 +147,11 @@ def bwrap_command(bwrap: str, limits: Limits, *, private: Path, scratch_name: st
     args = [bwrap, "--unshare-all", "--unshare-user", "--die-with-parent", "--as-pid-1", "--new-session",
             "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID), "--hostname", "sandbox",
             "--cap-drop", "ALL", "--disable-userns",
-            "--ro-bind", "/usr", "/usr", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
-            "--dir", "/var/tmp"]
+            "--ro-bind", "/usr", "/usr", "--proc", "/proc", "--dev", "/dev"]
+    size = str(parse_size(limits.scratch))
+    for tmp in ("/tmp", "/dev/shm"):   # private and size-limited like the scratch folder
+        args += ["--size", size, "--tmpfs", tmp]
+    args += ["--symlink", "/tmp", "/var/tmp"]
     for link in ("bin", "lib", "lib64", "sbin"):
         target = Path("/") / link
         if target.is_symlink():
@@ -159,11 +163,14 @@ def bwrap_command(bwrap: str, limits: Limits, *, private: Path, scratch_name: st
     for root in [*_python_roots(), *data]:
         args += ["--ro-bind", str(root), str(root)]
     scratch = f"{HOME}/{scratch_name}"
-    args += ["--size", str(parse_size(limits.scratch)), "--perms", "0755", "--tmpfs", HOME,
-             "--dir", scratch]
+    args += ["--size", size, "--perms", "0755", "--tmpfs", HOME, "--dir", scratch]
     for path in files:
         args += ["--ro-bind", str(path), f"{scratch}/{path.name}"]
-    args += ["--bind", str(private), str(private), "--chdir", scratch, "--clearenv"]
+    args += ["--bind", str(private), str(private),
+             # everything else is read-only: the sandbox's own root and /dev are in-memory
+             # folders that would otherwise take any amount of writing
+             "--remount-ro", "/", "--remount-ro", "/dev",
+             "--chdir", scratch, "--clearenv"]
     for key, value in env.items():
         args += ["--setenv", key, value]
     return args
@@ -280,7 +287,7 @@ class SandboxProvisioner(LocalProvisioner):
         km = self.parent
         bwrap = require()
         limits = Limits(**self.limits)
-        self._private = Path(tempfile.mkdtemp(prefix="coursekit-kernel-"))
+        self._private = Path(tempfile.mkdtemp(prefix="kernel-", dir=os.environ.get(KERNELS_DIR_ENV)))
         # the connection file and the IPC sockets live in a folder of this kernel's own
         km.transport = "ipc"
         km.connection_file = str(self._private / "kernel.json")

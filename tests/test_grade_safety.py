@@ -1,0 +1,137 @@
+"""Grading survives its own interruption and a lost gradebook: SIGTERM keeps the students
+graded so far and accounts for the others, leaves no temporary folder or process behind,
+and the next run works; the gradebook is backed up before each run, and a missing or
+corrupt one is reported with the way back."""
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from coursekit import classroom
+from coursekit.classroom import gradebook
+from coursekit.classroom.grade import _Lock
+from conftest import ROOT, tool_env
+
+pytestmark = pytest.mark.slow
+A = "scaling"
+
+
+@pytest.fixture
+def course(tmp_path) -> Path:
+    course = tmp_path / "course"
+    course.mkdir()
+    shutil.copy(ROOT / "nbgrader_config.py", course)
+    shutil.copytree(ROOT / "solutions" / A, course / "solutions" / A)
+    subprocess.run([str(Path(sys.executable).parent / "nbgrader"), "generate_assignment", A, "--force"],
+                   cwd=course, env=tool_env(), check=True, capture_output=True)
+    return course
+
+
+def submit(course: Path, student: str, prefix: str = "") -> None:
+    nb = json.loads((course / "solutions" / A / f"{A}.ipynb").read_text())
+    if prefix:
+        cell = next(c for c in nb["cells"] if c["metadata"].get("nbgrader", {}).get("grade_id") == "min_max_scaler")
+        cell["source"] = prefix + "".join(cell["source"])
+    folder = course / "submitted" / student / A
+    folder.mkdir(parents=True)
+    (folder / f"{A}.ipynb").write_text(json.dumps(nb))
+
+
+def scores(course: Path) -> dict[str, float]:
+    from nbgrader.api import Gradebook
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
+        return {s.student.id: s.score for s in gb.assignment_submissions(A)}
+
+
+def status(course: Path) -> dict[str, dict]:
+    with open(course / "reports" / A / "status.csv", newline="") as f:
+        return {row["student"]: row for row in csv.DictReader(f)}
+
+
+def kernel_folders() -> set[str]:
+    return {p.name for p in Path(tempfile.gettempdir()).glob("coursekit-kernels-*")}
+
+
+def test_sigterm_keeps_finished_students_and_accounts_for_the_rest(course):
+    for student in ("a1", "a2"):
+        submit(course, student)
+    submit(course, "b_sleeper", "import time\ntime.sleep(300)\n")
+    submit(course, "c1")
+    before = kernel_folders()
+    grading = subprocess.Popen([sys.executable, "-m", "coursekit.classroom", "--course", str(course), "grade", A,
+                                "--jobs", "1"], env=tool_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True)
+    # students are graded in order: wait until a1 and a2 are done and the sleeper runs
+    deadline = time.monotonic() + 240
+    while not list((course / "reports" / ".work").glob(f"grade-*/shard0/autograded/a2/{A}/{A}.ipynb")):
+        assert grading.poll() is None and time.monotonic() < deadline, grading.communicate()[0]
+        time.sleep(0.5)
+    time.sleep(3)
+    grading.send_signal(signal.SIGTERM)
+    output, _ = grading.communicate(timeout=60)
+    assert grading.returncode == 128 + signal.SIGTERM, output
+    assert "interrupted (SIGTERM)" in output
+
+    rows = status(course)
+    assert {s: rows[s]["status"] for s in rows} == {"a1": "graded", "a2": "graded",
+                                                     "b_sleeper": "failed", "c1": "failed"}
+    assert "grading was interrupted (SIGTERM)" in rows["b_sleeper"]["reason"]
+    assert "grading was interrupted (SIGTERM)" in rows["c1"]["reason"]
+    assert scores(course) == {"a1": 20.0, "a2": 20.0}          # complete students only
+    assert not list((course / "reports" / ".work").glob("grade-*"))   # no temporary folder left
+    assert kernel_folders() == before
+    with sqlite3.connect(course / "gradebook.db") as con:
+        assert con.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    alive = subprocess.run(["pgrep", "-f", f"{course}/reports/.work"], capture_output=True, text=True)
+    assert alive.stdout == "", "a process of the interrupted run is still alive"
+
+    # the next run works, and grades the students the interrupted one did not reach
+    (course / "submitted" / "b_sleeper" / A / f"{A}.ipynb").unlink()
+    shutil.rmtree(course / "submitted" / "b_sleeper")
+    results = classroom.grade(course, A, jobs=2, students=["c1"], progress=lambda line: None)
+    assert [(r.student, r.status) for r in results] == [("c1", "graded")]
+    assert scores(course) == {"a1": 20.0, "a2": 20.0, "c1": 20.0}
+
+
+def test_a_missing_or_corrupt_gradebook_is_reported_with_the_way_back(course):
+    submit(course, "alice")
+    assert [r.status for r in classroom.grade(course, A, jobs=1, progress=lambda line: None)] == ["graded"]
+    saved = gradebook.backups(course)
+    assert saved, "no backup was made before grading"
+
+    def run_grade():
+        return subprocess.run([sys.executable, "-m", "coursekit.classroom", "--course", str(course), "grade", A],
+                              env=tool_env(), capture_output=True, text=True)
+
+    (course / "gradebook.db").rename(course / "lost.db")
+    result = run_grade()
+    assert result.returncode == 2
+    assert "gradebook.db does not exist" in result.stderr
+    assert f"cp {saved[-1].relative_to(course)} gradebook.db" in result.stderr
+
+    (course / "gradebook.db").write_bytes(b"this is not a database" * 100)
+    result = run_grade()
+    assert result.returncode == 2 and "is not a readable gradebook" in result.stderr
+    assert "cp reports/backups/" in result.stderr
+
+    # the way back works: the backup is the gradebook as it was before the last run
+    shutil.copy(saved[-1], course / "gradebook.db")
+    gradebook.check_released(course, A)
+    assert A in {row[0] for row in sqlite3.connect(course / "gradebook.db").execute("SELECT name FROM assignment")}
+
+
+def test_only_one_grading_run_at_a_time(course):
+    submit(course, "alice")
+    with _Lock(course):
+        with pytest.raises(RuntimeError, match="another grading run"):
+            classroom.grade(course, A, jobs=1, progress=lambda line: None)
