@@ -71,11 +71,16 @@ def test_sigterm_keeps_finished_students_and_accounts_for_the_rest(course):
     grading = subprocess.Popen([sys.executable, "-m", "coursekit.classroom", "--course", str(course), "grade", A,
                                 "--jobs", "1"], env=tool_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True)
-    # students are graded in order: wait until a1 and a2 are done and the sleeper runs
+    # students are graded in order: wait until a1 and a2 are done (nbgrader makes a finished
+    # notebook read-only) and the sleeper runs
     deadline = time.monotonic() + 240
-    while not list((course / "reports" / ".work").glob(f"grade-*/shard0/autograded/a2/{A}/{A}.ipynb")):
+
+    def a2_done():
+        found = list((course / "reports" / ".work").glob(f"grade-*/shard0/autograded/a2/{A}/{A}.ipynb"))
+        return found and not found[0].stat().st_mode & 0o222
+    while not a2_done():
         assert grading.poll() is None and time.monotonic() < deadline, grading.communicate()[0]
-        time.sleep(0.5)
+        time.sleep(0.2)
     time.sleep(3)
     grading.send_signal(signal.SIGTERM)
     output, _ = grading.communicate(timeout=60)

@@ -125,16 +125,26 @@ def _outputs_text(path: Path) -> str:
 
 
 def _graded_students(shard: Path, assignment: str, notebooks: list[str]) -> set[str]:
+    """The students nbgrader has finished in a shard: it writes each graded notebook last and
+    makes it read-only (a notebook it is still executing is there already, writable)."""
+    def finished(path: Path) -> bool:
+        return path.exists() and not path.stat().st_mode & 0o222
     done = set()
     for folder in (shard / "autograded").glob(f"*/{assignment}"):
-        if all((folder / name).exists() for name in notebooks):
+        if all(finished(folder / name) for name in notebooks):
             done.add(folder.parent.name)
     return done
 
 
-def _data_folders() -> list[Path]:
-    """The generated-data cache, made complete before grading so that kernels only read it."""
+def _prepare_read_only() -> list[Path]:
+    """What the kernels will only read, made complete before grading: coursekit's bytecode
+    (a kernel cannot write ``__pycache__``, and would compile every module each time) and the
+    generated-data cache, whose folder is returned."""
+    import compileall
+
+    import coursekit
     from coursekit.data import cache_dir, load_mnist1d
+    compileall.compile_dir(Path(coursekit.__file__).parent, quiet=2)
     load_mnist1d()
     return [cache_dir().resolve()]
 
@@ -252,7 +262,7 @@ def _grade(course: Path, assignment: str, results: list[Submission], notebooks: 
     if timeout is not None:
         args_common.append(f"--Execute.timeout={timeout}")
     if bwrap:
-        jupyter = sandbox.write_kernelspec(work / "jupyter", limits, _data_folders())
+        jupyter = sandbox.write_kernelspec(work / "jupyter", limits, _prepare_read_only())
         env["JUPYTER_PATH"] = os.pathsep.join([str(jupyter), *filter(None, [os.environ.get("JUPYTER_PATH")])])
         args_common.append(f"--Execute.kernel_name={sandbox.KERNEL_NAME}")
         env[sandbox.KERNELS_DIR_ENV] = str(kernels)

@@ -15,8 +15,9 @@ What the kernel sees and can do:
 - the system (``/usr``, a few files of ``/etc``), the Python installation, the venv, the
   course's ``coursekit/`` and the generated-data cache, all **read-only**;
 - a private scratch folder ``/home/student/<assignment>``, a size-limited tmpfs holding
-  its own copy of that one student's submission (read-only files in a writable folder),
-  gone when the kernel stops; ``/tmp`` is private too;
+  its own copy of that one student's submission as submitted (read-only files in a
+  writable folder; not the notebook nbgrader is about to grade, which holds the hidden
+  tests), gone when the kernel stops; ``/tmp`` and ``/dev/shm`` are private and limited too;
 - not the course root: no ``solutions/``, gradebook, ``submitted/``, ``autograded/``,
   ``exercises/``, other students, nor the instructor's home;
 - no network (its own empty network namespace), its own PID namespace (the kernel is
@@ -263,6 +264,20 @@ def write_kernelspec(folder: Path, limits: Limits, data: list[Path] = ()) -> Pat
     return Path(folder)
 
 
+def submission_folder(cwd: Path) -> Path:
+    """What the scratch folder gets a copy of: the student's own submission.
+
+    nbgrader runs a notebook from ``autograded/<student>/<assignment>/``, where it has
+    already written the notebook to grade, hidden tests included; the kernel gets the
+    files of ``submitted/<student>/<assignment>/`` instead. Outside that layout, ``cwd``."""
+    cwd = Path(cwd)
+    if len(cwd.parts) >= 3 and cwd.parent.parent.name == "autograded":
+        submitted = cwd.parent.parent.parent / "submitted" / cwd.parent.name / cwd.name
+        if submitted.is_dir():
+            return submitted
+    return cwd
+
+
 try:
     from jupyter_client.provisioning import LocalProvisioner
     from traitlets import Dict, List
@@ -294,7 +309,8 @@ class SandboxProvisioner(LocalProvisioner):
         km.ip = str(self._private / "kernel-ipc")
         kwargs = await super().pre_launch(**kwargs)
         cwd = Path(kwargs.get("cwd") or os.getcwd())
-        files = sorted(p for p in cwd.iterdir() if p.is_file() and not p.is_symlink())
+        source = submission_folder(cwd)
+        files = sorted(p for p in source.iterdir() if p.is_file() and not p.is_symlink())
         data = [Path(p) for p in self.data if Path(p).is_dir()]
         env = kernel_env(kwargs.get("env") or dict(os.environ), data)
         cmd = kwargs["cmd"]
