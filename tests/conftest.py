@@ -25,6 +25,17 @@ def tool_env(**extra) -> dict:
     return env
 
 
+def released_course(root: Path, assignment: str = "scaling") -> Path:
+    """A course folder at ``root`` with the configuration, ``solutions/<assignment>`` and its
+    release and gradebook made by ``nbgrader generate_assignment``: where grading tests start."""
+    root.mkdir(parents=True, exist_ok=True)
+    shutil.copy(ROOT / "nbgrader_config.py", root)
+    shutil.copytree(ROOT / "solutions" / assignment, root / "solutions" / assignment)
+    subprocess.run([str(VENV_BIN / "nbgrader"), "generate_assignment", assignment, "--force"], cwd=root,
+                   env=tool_env(), check=True, capture_output=True)
+    return root
+
+
 def notebook_cells(path: Path) -> dict[str, str]:
     """The source of each cell of a notebook, keyed by its nbgrader grade_id (or cell id)."""
     nb = json.loads(path.read_text())

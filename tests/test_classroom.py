@@ -17,7 +17,7 @@ from coursekit import classroom
 from coursekit.classroom.common import nbgrader_bin
 from coursekit.classroom.grade import _make_shard
 from coursekit.classroom.integrity import verify
-from conftest import ROOT, tool_env
+from conftest import released_course, tool_env
 
 pytestmark = pytest.mark.slow
 A = "scaling"
@@ -39,12 +39,7 @@ def edit(nb, grade_id, old, new):
 
 @pytest.fixture(scope="module")
 def course(tmp_path_factory) -> Path:
-    course = tmp_path_factory.mktemp("class")
-    shutil.copy(ROOT / "nbgrader_config.py", course)
-    shutil.copytree(ROOT / "solutions" / A, course / "solutions" / A)
-    subprocess.run([str(Path(sys.executable).parent / "nbgrader"), "generate_assignment", A, "--force"],
-                   cwd=course, env=tool_env(), check=True, capture_output=True)
-    return course
+    return released_course(tmp_path_factory.mktemp("class"), A)
 
 
 def submit(course, student, nb=None, name=f"{A}.ipynb", text=None):

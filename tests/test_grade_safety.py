@@ -20,7 +20,7 @@ import pytest
 from coursekit import classroom
 from coursekit.classroom import gradebook
 from coursekit.classroom.grade import _Lock
-from conftest import ROOT, tool_env
+from conftest import released_course, tool_env
 
 pytestmark = pytest.mark.slow
 A = "scaling"
@@ -28,13 +28,7 @@ A = "scaling"
 
 @pytest.fixture
 def course(tmp_path) -> Path:
-    course = tmp_path / "course"
-    course.mkdir()
-    shutil.copy(ROOT / "nbgrader_config.py", course)
-    shutil.copytree(ROOT / "solutions" / A, course / "solutions" / A)
-    subprocess.run([str(Path(sys.executable).parent / "nbgrader"), "generate_assignment", A, "--force"],
-                   cwd=course, env=tool_env(), check=True, capture_output=True)
-    return course
+    return released_course(tmp_path / "course", A)
 
 
 def submit(course: Path, student: str, prefix: str = "") -> None:

@@ -12,8 +12,6 @@ import csv
 import importlib
 import json
 import shutil
-import subprocess
-import sys
 import warnings
 from pathlib import Path
 
@@ -23,7 +21,7 @@ import pytest
 from coursekit.classroom.export import export
 from coursekit.classroom.preflight import Submission, preflight
 from coursekit.classroom.status import write_status
-from conftest import ROOT, tool_env
+from conftest import ROOT, released_course
 
 preflight_module = importlib.import_module("coursekit.classroom.preflight")   # the package exports the function
 
@@ -219,11 +217,7 @@ def gradebook_course(tmp_path_factory) -> Path:
     """A released course whose gradebook holds fabricated grades (no notebook runs)."""
     from nbgrader.api import Gradebook
 
-    course = tmp_path_factory.mktemp("export")
-    shutil.copy(ROOT / "nbgrader_config.py", course)
-    shutil.copytree(ROOT / "solutions" / A, course / "solutions" / A)
-    subprocess.run([str(Path(sys.executable).parent / "nbgrader"), "generate_assignment", A, "--force"],
-                   cwd=course, env=tool_env(), check=True, capture_output=True)
+    course = released_course(tmp_path_factory.mktemp("export"), A)
     failing = {"alice": set(), "=2+3": {"hidden_min_max"}, "bob": {"check_min_max_transform", "hidden_standard"},
                "dave": set()}   # dave: a stale grade, then his regrade failed
     with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb, warnings.catch_warnings():

@@ -32,7 +32,7 @@ import pytest
 import coursekit
 from coursekit import classroom
 from coursekit.classroom import sandbox
-from conftest import ROOT, tool_env
+from conftest import ROOT, released_course, tool_env
 
 pytestmark = pytest.mark.slow
 A = "scaling"
@@ -472,11 +472,7 @@ def hidden_lines() -> set[str]:
 
 
 def make_course(root: Path) -> Path:
-    shutil.copy(ROOT / "nbgrader_config.py", root)
-    shutil.copytree(ROOT / "solutions" / A, root / "solutions" / A)
-    subprocess.run([NBGRADER, "generate_assignment", A, "--force"], cwd=root, env=tool_env(), check=True,
-                   capture_output=True)
-    return root
+    return released_course(root, A)
 
 
 # --------------------------------------------------------------------------- the class, graded once

@@ -285,7 +285,7 @@ def _consider(source: str, parts: list[str], assignment: str, releases: dict, ti
         return Entry(source, None, "skipped", str(e))
     if place.notebook is None:
         names = ", ".join(releases)
-        reason = (f"not a notebook: only .ipynb files are collected" if not parts[-1].lower().endswith(".ipynb")
+        reason = ("not a notebook: only .ipynb files are collected" if not parts[-1].lower().endswith(".ipynb")
                   else f"names no released notebook ({names}): expected <student>/<notebook>, "
                        f"<student>/{assignment}/<notebook> or a file <student>_<anything>_<notebook>")
         return Entry(source, student, "skipped", reason)
