@@ -243,7 +243,9 @@ def kernel_env(env: dict[str, str], data: list[Path]) -> dict[str, str]:
                 "PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin",
                 "MPLCONFIGDIR": f"{HOME}/.config/matplotlib", "PYTHONNOUSERSITE": "1",
                 "PYDEVD_DISABLE_FILE_VALIDATION": "1",
-                "MALLOC_ARENA_MAX": "2"})   # each thread's malloc arena would reserve 64 MiB of address space
+                "MALLOC_ARENA_MAX": "2",
+                # PID 1 in its namespace: no parent to poll (ipykernel skips it for 1)
+                "JPY_PARENT_PID": "1"})   # each thread's malloc arena would reserve 64 MiB of address space
     if data:
         out["COURSEKIT_CACHE"] = str(data[0])
     return out
