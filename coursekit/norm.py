@@ -11,7 +11,8 @@ They differ only in which elements share a mean and a variance. For an ``(N, C, 
 input: batch norm over ``(N, H, W)`` per channel; layer norm over ``(C, H, W)`` per
 example; instance norm over ``(H, W)`` per example and channel; group norm over
 ``(C/G, H, W)`` per example and group of channels. All are tested against PyTorch in
-float64 and float32, forward and backward.
+float64 and float32, forward and backward, also on the samples of PyTorch's own operator
+tests (its OpInfo database), empty batches included.
 
 Example::
 
@@ -20,6 +21,8 @@ Example::
     >>> y_eval = batch_norm(x, running_mean, running_var, gamma, beta)              # uses them
 """
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -48,6 +51,16 @@ def _check_input(x: torch.Tensor, **per_channel: torch.Tensor | None) -> None:
         if t is not None and tuple(t.shape) != (C,):
             raise ValueError(f"{name} must have shape (C,) = ({C},) for input of shape "
                              f"{tuple(x.shape)}, got shape {tuple(t.shape)}")
+
+
+def _affine_per_channel(y: torch.Tensor, weight, bias) -> torch.Tensor:
+    """y * gamma + beta with per-channel gamma, beta of shape (C,); None means no scale/shift."""
+    shape = _channel_shape(y)
+    if weight is not None:
+        y = y * weight.view(shape)
+    if bias is not None:
+        y = y + bias.view(shape)
+    return y
 
 
 def batch_norm(input: torch.Tensor, running_mean: torch.Tensor | None,
@@ -81,13 +94,20 @@ def batch_norm(input: torch.Tensor, running_mean: torch.Tensor | None,
         eps: added to the variance inside the square root. Default: 1e-5.
 
     Shape:
-        - Output: same as ``input``.
+        - Output: same as ``input``. An empty input (no elements, e.g. :math:`N = 0`) gives
+          an empty output and leaves the running statistics unchanged, as in PyTorch.
 
     Raises:
         ValueError: for a wrong shape, missing running statistics in evaluation mode, or a
             single value per channel in training mode (its variance is undefined).
     """
+    if isinstance(input, torch.Tensor) and input.dim() < 2 and input.numel() == 0:
+        return input.clone()         # PyTorch returns an empty 1-D input as it is (it has no channels)
     _check_input(input, running_mean=running_mean, running_var=running_var, weight=weight, bias=bias)
+    if input.numel() == 0:
+        # An empty batch: nothing to normalize, and no statistics to learn from (the mean of
+        # no values is undefined), so the running statistics stay as they are, in either mode.
+        return _affine_per_channel(input.clone(), weight, bias)
     dims, shape = _reduce_dims(input), _channel_shape(input)
     if training:
         m = input.numel() // input.shape[1]  # values per channel
@@ -107,11 +127,7 @@ def batch_norm(input: torch.Tensor, running_mean: torch.Tensor | None,
                              "(training=False)")
         mean, var = running_mean, running_var
     y = (input - mean.view(shape)) / torch.sqrt(var.view(shape) + eps)
-    if weight is not None:
-        y = y * weight.view(shape)
-    if bias is not None:
-        y = y + bias.view(shape)
-    return y
+    return _affine_per_channel(y, weight, bias)
 
 
 def batch_norm_backward(grad_output: torch.Tensor, input: torch.Tensor,
@@ -230,15 +246,6 @@ def _normalize(x: torch.Tensor, dims: list[int], eps: float) -> torch.Tensor:
     return (x - mean) / torch.sqrt(var + eps)
 
 
-def _affine_per_channel(y: torch.Tensor, weight, bias) -> torch.Tensor:
-    shape = _channel_shape(y)
-    if weight is not None:
-        y = y * weight.view(shape)
-    if bias is not None:
-        y = y + bias.view(shape)
-    return y
-
-
 def _check_spatial(x: torch.Tensor, name: str) -> None:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"input must be a torch.Tensor, got {type(x).__name__}")
@@ -263,6 +270,9 @@ def layer_norm(input: torch.Tensor, normalized_shape, weight: torch.Tensor | Non
         normalized_shape: the trailing shape to normalize over, an int or a sequence of ints.
         weight, bias: :math:`\gamma, \beta` of shape ``normalized_shape`` (elementwise), or ``None``.
         eps: added to the variance. Default: 1e-5.
+
+    Shape:
+        - Output: same as ``input``; an empty batch gives an empty output.
     """
     if not isinstance(input, torch.Tensor):
         raise TypeError(f"input must be a torch.Tensor, got {type(input).__name__}")
@@ -282,26 +292,77 @@ def layer_norm(input: torch.Tensor, normalized_shape, weight: torch.Tensor | Non
     return y
 
 
-def instance_norm(input: torch.Tensor, weight: torch.Tensor | None = None,
-                  bias: torch.Tensor | None = None, eps: float = 1e-5) -> torch.Tensor:
-    r"""Instance normalization, as :func:`torch.nn.functional.instance_norm` with
-    ``use_input_stats=True``: each channel of each example is normalized over its positions.
+def instance_norm(input: torch.Tensor, running_mean: torch.Tensor | None = None,
+                  running_var: torch.Tensor | None = None, weight: torch.Tensor | None = None,
+                  bias: torch.Tensor | None = None, use_input_stats: bool = True,
+                  momentum: float = 0.1, eps: float = 1e-5) -> torch.Tensor:
+    r"""Instance normalization, as :func:`torch.nn.functional.instance_norm`: each channel of
+    each example is normalized over its positions.
 
     .. math::
         y_{n c} = \frac{x_{n c} - \mathrm{E}[x_{n c}]}{\sqrt{\mathrm{Var}[x_{n c}] + \epsilon}}
             \cdot \gamma_c + \beta_c
 
+    with the mean and the *biased* variance of channel :math:`c` of example :math:`n` over its
+    :math:`P` positions (:math:`L`, or :math:`H \cdot W`, ...). If running statistics are
+    given, they are updated in place like batch norm's, from the per-instance statistics
+    averaged over the batch (the variance being the *unbiased* one, :math:`\frac{P}{P-1}\sigma^2`):
+
+    .. math::
+        \text{running} \leftarrow (1 - \text{momentum}) \cdot \text{running}
+            + \text{momentum} \cdot \frac{1}{N} \sum_n \text{statistic}_{n c}.
+
+    With ``use_input_stats=False``, :math:`\mathrm{E}[x_{n c}]` and :math:`\mathrm{Var}[x_{n c}]`
+    are ``running_mean[c]`` and ``running_var[c]`` instead (batch norm in evaluation mode),
+    and nothing is updated.
+
     Args:
-        input: :math:`(N, C, *)` with at least one position dimension.
-        weight, bias: :math:`\gamma, \beta` of shape :math:`(C,)`, or ``None``.
+        input: :math:`(N, C, *)` with at least one position dimension; :math:`(N, C)` too when
+            ``use_input_stats=False``.
+        running_mean, running_var: :math:`(C,)`, both or neither. Default: ``None``.
+        weight, bias: :math:`\gamma, \beta` of shape :math:`(C,)`, or ``None``. Default: ``None``.
+        use_input_stats: normalize with the statistics of each instance (and update the running
+            ones), or with the running ones. Default: ``True``.
+        momentum: weight of the new statistics in the running ones. Default: 0.1.
         eps: added to the variance. Default: 1e-5.
+
+    Shape:
+        - Output: same as ``input``. An empty batch (:math:`N = 0`) gives an empty output; as in
+          PyTorch, it sets the running statistics to NaN (the average over no instances).
+
+    Raises:
+        ValueError: for a wrong shape, a single position per channel with
+            ``use_input_stats=True`` (its variance is undefined), only one of the running
+            statistics, or none with ``use_input_stats=False``.
     """
+    _check_input(input, running_mean=running_mean, running_var=running_var, weight=weight, bias=bias)
+    if (running_mean is None) != (running_var is None):
+        raise ValueError("running_mean and running_var must both be given or both be None, got "
+                         f"running_mean={'None' if running_mean is None else 'a tensor'} and "
+                         f"running_var={'None' if running_var is None else 'a tensor'}")
+    shape = _channel_shape(input)
+    if not use_input_stats:
+        if running_mean is None:
+            raise ValueError("running_mean and running_var must be given when use_input_stats=False")
+        y = (input - running_mean.view(shape)) / torch.sqrt(running_var.view(shape) + eps)
+        return _affine_per_channel(y, weight, bias)
+
     _check_spatial(input, "instance_norm")
-    _check_input(input, weight=weight, bias=bias)
-    if input[0, 0].numel() < 2:
+    N, P = input.shape[0], math.prod(input.shape[2:])   # P positions per channel
+    if P == 1:
         raise ValueError(f"instance_norm needs more than 1 position per channel, got input of "
                          f"shape {tuple(input.shape)}")
-    y = _normalize(input, list(range(2, input.dim())), eps)
+    dims = list(range(2, input.dim()))
+    mean = input.mean(dim=dims, keepdim=True)                     # (N, C, 1, ..., 1)
+    var = ((input - mean) ** 2).mean(dim=dims, keepdim=True)      # biased, (N, C, 1, ..., 1)
+    # PyTorch's update: an input with no positions changes nothing, while an empty batch
+    # (N = 0) stores the average over no instances, NaN.
+    if running_mean is not None and (P > 0 or N == 0):
+        with torch.no_grad():
+            running_mean.mul_(1 - momentum).add_(momentum * mean.mean(dim=0).flatten())
+            unbiased = var * P / (P - 1)                          # (N, C, 1, ..., 1)
+            running_var.mul_(1 - momentum).add_(momentum * unbiased.mean(dim=0).flatten())
+    y = (input - mean) / torch.sqrt(var + eps)
     return _affine_per_channel(y, weight, bias)
 
 
@@ -319,6 +380,9 @@ def group_norm(input: torch.Tensor, num_groups: int, weight: torch.Tensor | None
         weight, bias: :math:`\gamma, \beta` of shape :math:`(C,)`, or ``None``.
         eps: added to the variance. Default: 1e-5.
 
+    Shape:
+        - Output: same as ``input``; an empty batch (:math:`N = 0`) gives an empty output.
+
     Raises:
         ValueError: ``num_channels (10) must be divisible by num_groups (3)``, and for shapes.
     """
@@ -328,7 +392,8 @@ def group_norm(input: torch.Tensor, num_groups: int, weight: torch.Tensor | None
         raise ValueError(f"num_groups must be a positive integer, got {num_groups!r}")
     if C % num_groups:
         raise ValueError(f"num_channels ({C}) must be divisible by num_groups ({num_groups})")
-    x = input.reshape(N, num_groups, -1)      # (N, G, C//G * positions): groups are consecutive channels
+    P = math.prod(input.shape[2:])            # positions per channel (1 for an (N, C) input)
+    x = input.reshape(N, num_groups, C // num_groups * P)   # (N, G, C//G * P): groups are consecutive channels
     y = _normalize(x, [2], eps).view(input.shape)
     return _affine_per_channel(y, weight, bias)
 

@@ -180,7 +180,7 @@ def test_family_matches_torch_forward_and_backward(shape, dtype, affine):
     C = shape[1]
     w = (0.5 + torch.rand(C, generator=g, dtype=torch.float64)).to(dtype) if affine else None
     b = torch.randn(C, generator=g, dtype=torch.float64).to(dtype) if affine else None
-    assert_same_forward_and_backward(lambda x, w, b: instance_norm(x, w, b, eps=1e-3),
+    assert_same_forward_and_backward(lambda x, w, b: instance_norm(x, weight=w, bias=b, eps=1e-3),
                                      lambda x, w, b: F.instance_norm(x, weight=w, bias=b, eps=1e-3), [x, w, b], dtype)
     for G in [1, 2, C]:
         assert_same_forward_and_backward(lambda x, w, b: group_norm(x, G, w, b),
@@ -243,5 +243,177 @@ FAMILY_ERRORS = [
 
 @pytest.mark.parametrize("fn, exc, pattern", FAMILY_ERRORS)
 def test_family_errors(fn, exc, pattern):
+    with pytest.raises(exc, match=pattern):
+        fn()
+
+
+# --- empty batches -----------------------------------------------------------------------------
+
+import coursekit.norm as norm_module  # noqa: E402
+
+# How each norm is called on (x, running_mean, running_var, weight, bias): m is coursekit.norm
+# or torch.nn.functional, whose functions have the same names and signatures.
+EMPTY_CALLS = {
+    "batch_norm, training": lambda m, x, rm, rv, w, b: m.batch_norm(x, rm, rv, w, b, training=True, momentum=0.3),
+    "batch_norm, training, no running stats": lambda m, x, rm, rv, w, b: m.batch_norm(x, None, None, w, b, training=True),
+    "batch_norm, evaluation": lambda m, x, rm, rv, w, b: m.batch_norm(x, rm, rv, w, b, training=False),
+    "instance_norm": lambda m, x, rm, rv, w, b: m.instance_norm(x, weight=w, bias=b),
+    "instance_norm, running stats": lambda m, x, rm, rv, w, b: m.instance_norm(x, rm, rv, weight=w, bias=b, momentum=0.3),
+    "instance_norm, use_input_stats=False": lambda m, x, rm, rv, w, b: m.instance_norm(
+        x, rm, rv, weight=w, bias=b, use_input_stats=False),
+    "group_norm": lambda m, x, rm, rv, w, b: m.group_norm(x, 2, w, b),
+    "layer_norm": lambda m, x, rm, rv, w, b: m.layer_norm(
+        x, x.shape[1:], None if w is None else w.view(w.shape + (1,) * (x.dim() - 2)).expand(x.shape[1:]),
+        None if b is None else b.view(b.shape + (1,) * (x.dim() - 2)).expand(x.shape[1:])),
+}
+# Where torch itself fails on an empty batch, and coursekit returns the empty output instead
+# (the test checks that torch still fails there): (case, affine) -> (torch's error, why).
+TORCH_FAILS_ON_EMPTY = {
+    (case, True): (IndexError, "F.instance_norm repeats weight and bias N = 0 times, then takes "
+                               "element 0 of the empty result")
+    for case in EMPTY_CALLS if case.startswith("instance_norm")
+}
+# What happens to the running statistics on an empty batch, as in torch (checked against it below).
+RUNNING_STATS_ON_EMPTY = {
+    "batch_norm, training": "unchanged",
+    "batch_norm, evaluation": "unchanged",
+    "instance_norm, running stats": "nan",        # torch averages the updated copies over no instances
+    "instance_norm, use_input_stats=False": "unchanged",
+}
+
+
+def _empty_batch_inputs(spatial, dtype, affine, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    C = 4
+    x = torch.randn(0, C, *spatial, generator=g, dtype=torch.float64)
+    w, b = (0.5 + torch.rand(C, generator=g, dtype=torch.float64), torch.randn(C, generator=g, dtype=torch.float64))
+    rm, rv = torch.randn(C, generator=g, dtype=torch.float64), 0.5 + torch.rand(C, generator=g, dtype=torch.float64)
+    return [t.to(dtype) for t in (x, rm, rv)] + ([w.to(dtype), b.to(dtype)] if affine else [None, None])
+
+
+def _leaf(t):
+    return None if t is None else t.clone().requires_grad_()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("affine", [False, True])
+@pytest.mark.parametrize("case, spatial", [
+    (case, spatial) for case in EMPTY_CALLS for spatial in [(), (3,), (2, 2)]
+    # instance norm with its own statistics needs a position dimension (an error, tested above)
+    if spatial or not case.startswith("instance_norm") or "use_input_stats=False" in case])
+def test_empty_batch_gives_an_empty_output_as_torch(case, spatial, affine, dtype):
+    x, rm, rv, w, b = _empty_batch_inputs(spatial, dtype, affine)
+    call = EMPTY_CALLS[case]
+    ours_args = [_leaf(x), rm.clone(), rv.clone(), _leaf(w), _leaf(b)]
+    out = call(norm_module, *ours_args)
+    assert out.shape == x.shape and out.dtype == dtype and out.numel() == 0
+    out.backward(torch.randn(out.shape, dtype=dtype))
+    leaves = [ours_args[i] for i in (0, 3, 4) if ours_args[i] is not None]
+    for t in leaves:
+        torch.testing.assert_close(t.grad, torch.zeros_like(t))          # nothing depends on them
+    expected_stats = RUNNING_STATS_ON_EMPTY.get(case)
+    if expected_stats == "unchanged":
+        assert torch.equal(ours_args[1], rm) and torch.equal(ours_args[2], rv)
+    elif expected_stats == "nan":
+        assert ours_args[1].isnan().all() and ours_args[2].isnan().all()
+
+    torch_args = [_leaf(x), rm.clone(), rv.clone(), _leaf(w), _leaf(b)]
+    fails = TORCH_FAILS_ON_EMPTY.get((case, affine))
+    if fails:  # keep the table true: torch still fails there
+        with pytest.raises(fails[0]):
+            call(F, *torch_args)
+        return
+    theirs = call(F, *torch_args)
+    assert (theirs.shape, theirs.dtype) == (out.shape, out.dtype)
+    theirs.backward(torch.randn(theirs.shape, dtype=dtype))
+    for ours_t, torch_t in zip(ours_args, torch_args):
+        if ours_t is not None and ours_t.requires_grad:
+            torch.testing.assert_close(ours_t.grad, torch_t.grad)
+        elif ours_t is not None:
+            torch.testing.assert_close(ours_t, torch_t, equal_nan=True)  # the running statistics
+
+
+def test_batch_norm_returns_an_empty_1d_input_as_torch():
+    x = torch.zeros(0, requires_grad=True)
+    for training in (True, False):
+        out = batch_norm(x, torch.zeros(0), torch.ones(0), training=training)
+        assert out.shape == (0,) and out.dtype == x.dtype
+        assert F.batch_norm(x, torch.zeros(0), torch.ones(0), training=training).shape == (0,)
+
+
+# --- instance norm's running statistics ----------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", FAMILY_SHAPES)
+@pytest.mark.parametrize("momentum", [0.1, 0.7, 0.0])  # negative ones: in the OpInfo samples
+@pytest.mark.parametrize("affine", [True, False])
+def test_instance_norm_running_stats_match_torch(shape, dtype, momentum, affine):
+    x, g = family_case(shape, dtype)
+    C = shape[1]
+    w = (0.5 + torch.rand(C, generator=g, dtype=torch.float64)).to(dtype) if affine else None
+    b = torch.randn(C, generator=g, dtype=torch.float64).to(dtype) if affine else None
+    rm, rv = torch.randn(C, generator=g, dtype=torch.float64).to(dtype), (0.5 + torch.rand(C, generator=g, dtype=torch.float64)).to(dtype)
+    rm2, rv2 = rm.clone(), rv.clone()
+    for use_input_stats in (True, False):   # updated, then used
+        ours = instance_norm(x, rm, rv, w, b, use_input_stats, momentum, 1e-3)
+        theirs = F.instance_norm(x, rm2, rv2, w, b, use_input_stats, momentum, 1e-3)
+        assert ours.dtype == dtype
+        torch.testing.assert_close(ours, theirs)
+        torch.testing.assert_close(rm, rm2)
+        torch.testing.assert_close(rv, rv2)
+    before = rm.clone(), rv.clone()
+    instance_norm(x, rm, rv, use_input_stats=False)
+    assert torch.equal(rm, before[0]) and torch.equal(rv, before[1])
+
+
+def test_instance_norm_running_stats_are_averaged_unbiased_instance_statistics():
+    x, _ = family_case((4, 3, 5), torch.float64)
+    rm, rv = torch.zeros(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64)
+    instance_norm(x, rm, rv, momentum=0.25)
+    torch.testing.assert_close(rm, 0.25 * x.mean(dim=2).mean(dim=0))
+    torch.testing.assert_close(rv, 0.75 + 0.25 * x.var(dim=2, correction=1).mean(dim=0))
+
+
+@pytest.mark.parametrize("shape", [(5, 3), (2, 3, 1), (2, 3, 4)])
+def test_instance_norm_with_running_stats_is_batch_norm_in_evaluation(shape):
+    """use_input_stats=False: the running statistics normalize, also (N, C) and one position."""
+    x, g = family_case(shape, torch.float64)
+    rm, rv = torch.randn(3, generator=g, dtype=torch.float64), 0.5 + torch.rand(3, generator=g, dtype=torch.float64)
+    xr, xt = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ours = instance_norm(xr, rm, rv, use_input_stats=False)
+    torch.testing.assert_close(ours, F.instance_norm(xt, rm, rv, use_input_stats=False))
+    torch.testing.assert_close(ours, batch_norm(x, rm, rv))
+    grad = torch.randn(shape, generator=g, dtype=torch.float64)
+    ours.backward(grad), F.instance_norm(xt, rm, rv, use_input_stats=False).backward(grad)
+    torch.testing.assert_close(xr.grad, xt.grad)
+
+
+def test_instance_norm_with_no_positions_leaves_the_running_stats_as_torch():
+    x = torch.zeros(2, 3, 0)
+    rm, rv = torch.randn(3), torch.rand(3) + 0.5
+    rm2, rv2 = rm.clone(), rv.clone()
+    out = instance_norm(x, rm, rv)
+    assert out.shape == x.shape
+    F.instance_norm(x, rm2, rv2)
+    torch.testing.assert_close(rm, rm2)
+    torch.testing.assert_close(rv, rv2)
+
+
+INSTANCE_NORM_ERRORS = [
+    (lambda: instance_norm(torch.ones(2, 3, 4), torch.zeros(3)), ValueError,
+     r"running_mean and running_var must both be given or both be None, got running_mean=a tensor "
+     r"and running_var=None"),
+    (lambda: instance_norm(torch.ones(2, 3, 4), use_input_stats=False), ValueError,
+     r"running_mean and running_var must be given when use_input_stats=False"),
+    (lambda: instance_norm(torch.ones(2, 3, 4), torch.zeros(2), torch.ones(2)), ValueError,
+     r"running_mean must have shape \(C,\) = \(3,\) for input of shape \(2, 3, 4\), got shape \(2,\)"),
+    (lambda: instance_norm(torch.ones(2, 3, 1), torch.zeros(3), torch.ones(3)), ValueError,
+     r"more than 1 position per channel, got input of shape \(2, 3, 1\)"),
+    (lambda: instance_norm(torch.ones(0, 3, 1)), ValueError, r"more than 1 position per channel"),
+]
+
+
+@pytest.mark.parametrize("fn, exc, pattern", INSTANCE_NORM_ERRORS)
+def test_instance_norm_errors(fn, exc, pattern):
     with pytest.raises(exc, match=pattern):
         fn()

@@ -15,7 +15,7 @@ from typing import Sequence
 import torch
 
 from coursekit import norm as _reference
-from coursekit.grading import assert_tensor, call, check_own_work, expect_value_error
+from coursekit.grading import assert_tensor, call, check_own_work, expect_value_error, imprecise_variance
 
 __all__ = ["check_layer_norm", "check_instance_norm", "check_group_norm"]
 
@@ -73,6 +73,11 @@ def _wrong_axis_affine(weight, bias, x):
     return affine
 
 
+def _magnitude(weight) -> float:
+    """The largest |gamma|: rounding errors of an output are relative to it."""
+    return 1.0 if weight is None else max(1.0, weight.abs().max().item())
+
+
 def _params(shape, dtype, gen):
     f64 = dict(generator=gen, dtype=torch.float64)
     return (0.5 + torch.rand(shape, **f64)).to(dtype), torch.randn(shape, **f64).to(dtype)
@@ -106,6 +111,7 @@ def check_layer_norm(layer_norm, *, seed: int = 0,
                     mistakes["only the last dimension is normalized, but normalized_shape has "
                              f"{k} dimensions: reduce over all of the last {k} dimensions."] = \
                         affine(_normalized(x, [-1], eps))
+                mistakes.update(imprecise_variance(x, dims, scale=_magnitude(weight), what="an example"))
                 assert_tensor(got, _ref_layer(x, normalized, weight, bias, eps=eps), what=what,
                               mistakes=mistakes)
 
@@ -136,7 +142,9 @@ def check_instance_norm(instance_norm, *, seed: int = 0,
                     mistakes["weight and bias are applied along the last dimension; they are per "
                              "channel (dimension 1): reshape them to (1, C, 1, ...)."] = \
                         _wrong_axis_affine(weight, bias, x)(_normalized(x, dims, eps))
-                assert_tensor(got, _ref_instance(x, weight, bias, eps=eps), what=what, mistakes=mistakes)
+                mistakes.update(imprecise_variance(x, dims, scale=_magnitude(weight),
+                                                   what="a channel of an example"))
+                assert_tensor(got, _ref_instance(x, weight=weight, bias=bias, eps=eps), what=what, mistakes=mistakes)
 
 
 @_checks("group_norm")
@@ -169,6 +177,8 @@ def check_group_norm(group_norm, *, seed: int = 0,
                     mistakes["weight and bias are applied along the last dimension; they are per "
                              "channel (dimension 1): reshape them to (1, C, 1, ...)."] = \
                         _wrong_axis_affine(weight, bias, x)(_normalized(grouped, [2], eps).view(x.shape))
+                mistakes.update(imprecise_variance(grouped, [2], shape=x.shape, scale=_magnitude(weight),
+                                                   what="a group of an example"))
                 assert_tensor(got, _ref_group(x, G, weight, bias, eps=eps), what=what, mistakes=mistakes)
     x = _input((2, 6, 4), torch.float64, gen)
     expect_value_error(group_norm, x, 4, what="group_norm(x with 6 channels, num_groups=4)", names=("6", "4"),

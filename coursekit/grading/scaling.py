@@ -88,6 +88,11 @@ def _standard_mistakes(X_train, X, kwargs):
             (X - X_train.mean()) / X_train.std(correction=0),
         "you divide by the standard deviation but forget to subtract the mean.":
             X / X_train.std(0, correction=0),
+        "you compute the variance in one pass, as mean(x**2) - mean(x)**2: when a feature's "
+        "mean is large compared to its spread, the two terms nearly cancel and float32 loses "
+        "most digits. Compute it from the deviations, ((X - mean)**2).mean(dim=0), as in the "
+        "formula (or X.var(dim=0, correction=0)).":
+            (X - mean) / ((X_train * X_train).mean(0) - mean ** 2).clamp_min(0).sqrt(),
     }
 
 
