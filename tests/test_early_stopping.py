@@ -21,7 +21,16 @@ def test_patience_counts_non_improving_steps():
     assert run(s, [1.0, 0.5, 0.6, 0.7, 0.8]) == [False, False, False, False, True]
     assert (s.best, s.best_epoch, s.num_bad_epochs, s.stopped_epoch) == (0.5, 1, 3, 4)
     assert run(EarlyStopping(patience=1), [1.0, 1.0]) == [False, True]
-    assert run(EarlyStopping(patience=0), [1.0]) == [True]   # num_bad_epochs (0) >= patience (0)
+
+
+@pytest.mark.parametrize("patience", [0, 1])
+def test_patience_0_stops_at_the_first_step_that_does_not_improve(patience):
+    # the rule is checked after a bad step only: an improving step never stops (Keras, Lightning)
+    s = EarlyStopping(patience=patience)
+    assert run(s, [3.0, 2.0, 1.0, 1.5, 0.5]) == [False, False, False, True, False]
+    assert (s.best, s.best_epoch, s.num_bad_epochs, s.stopped_epoch) == (0.5, 4, 0, 3)
+    assert run(EarlyStopping(patience=patience), [1.0]) == [False]
+    assert run(EarlyStopping(patience=patience, mode="max"), [0.1, 0.2, 0.2]) == [False, False, True]
 
 
 def test_an_improvement_resets_the_counter():
@@ -54,6 +63,21 @@ def test_mode_max_improves_upwards():
     assert (s.best, s.best_epoch) == (0.7, 1)
 
 
+def test_before_the_first_value_there_is_no_best():
+    s = EarlyStopping()
+    assert (s.best, s.best_epoch, s.num_bad_epochs, s.stopped_epoch) == (None, None, 0, None)
+
+
+def test_the_best_starts_at_the_worst_value_like_keras_and_lightning():
+    # +inf (mode "min") does not improve on the starting +inf; -inf does
+    s = EarlyStopping(patience=3)
+    run(s, [math.inf, 5.0])
+    assert (s.best, s.best_epoch) == (5.0, 1)
+    s = EarlyStopping(patience=3, mode="max")
+    run(s, [-math.inf, math.inf, 7.0])
+    assert (s.best, s.best_epoch, s.num_bad_epochs) == (math.inf, 1, 1)
+
+
 def test_nan_is_never_an_improvement():
     s = EarlyStopping(patience=2)
     assert run(s, [1.0, NAN, NAN]) == [False, False, True]
@@ -64,6 +88,44 @@ def test_nan_is_never_an_improvement():
     s = EarlyStopping(patience=3, mode="max")
     run(s, [0.1, NAN])
     assert (s.best, s.num_bad_epochs) == (0.1, 1)
+    s = EarlyStopping(patience=1)              # a NaN first value is a bad step like any other
+    assert run(s, [NAN]) == [True]
+    assert (s.best, s.best_epoch, s.num_bad_epochs, s.stopped_epoch) == (None, None, 1, 0)
+
+
+@pytest.mark.parametrize("bad", [NAN, math.inf, -math.inf])
+def test_check_finite_stops_at_once(bad):
+    s = EarlyStopping(patience=3, check_finite=True)
+    assert run(s, [4.0, 3.0, bad, 2.0]) == [False, False, True, False]
+    assert (s.best, s.best_epoch, s.stopped_epoch) == (2.0, 3, 2)
+    assert run(EarlyStopping(patience=3), [4.0, 3.0, bad]) == [False, False, False]   # off by default
+
+
+def test_baseline_must_be_beaten_within_patience():
+    # Keras: the best is tracked (and kept) from the first value, but only a value that
+    # also beats the baseline resets the count
+    s = EarlyStopping(patience=3, baseline=0.5)
+    assert run(s, [0.9, 0.8, 0.85, 0.84]) == [False, False, True, True]   # 3 steps, none beat 0.5
+    assert (s.best, s.best_epoch, s.num_bad_epochs, s.stopped_epoch) == (0.8, 1, 4, 2)
+    s = EarlyStopping(patience=3, baseline=0.5)
+    assert run(s, [0.9, 0.8, 0.7, 0.6, 0.65]) == [False] * 4 + [True]   # improving steps never stop
+    s = EarlyStopping(patience=2, baseline=0.5)
+    assert run(s, [0.9, 0.4, 0.45, 0.5, 0.41]) == [False, False, False, True, True]
+    assert (s.best, s.best_epoch) == (0.4, 1)
+    # min_delta applies to the baseline too, in the direction of the mode
+    s = EarlyStopping(patience=1, baseline=0.5, min_delta=0.1, mode="max")
+    run(s, [0.55])
+    assert s.num_bad_epochs == 1
+    run(s, [0.75])
+    assert s.num_bad_epochs == 0
+
+
+def test_start_from_epoch_ignores_the_warm_up():
+    s = EarlyStopping(patience=0, start_from_epoch=2)
+    assert run(s, [1.0, 2.0, 3.0, 4.0, 2.5, 2.6]) == [False, False, False, True, False, True]
+    assert (s.best, s.best_epoch, s.stopped_epoch) == (2.5, 4, 3)
+    s = EarlyStopping(patience=2, start_from_epoch=3, check_finite=True)
+    assert run(s, [NAN, NAN, NAN]) == [False] * 3 and s.best is None and s.num_bad_epochs == 0
 
 
 def test_tensor_values_are_accepted():
@@ -77,6 +139,13 @@ def test_tensor_values_are_accepted():
     ({"patience": -1}, r"patience must be an integer >= 0, got -1"),
     ({"patience": 2.5}, r"got 2.5"),
     ({"min_delta": -0.01}, r"min_delta must be a number >= 0, got -0.01"),
+    ({"min_delta": NAN}, r"min_delta must be a number >= 0, got nan"),
+    ({"baseline": NAN}, r"baseline must be a number \(not NaN\) or None, got nan"),
+    ({"baseline": "0.5"}, r"got '0.5'"),
+    ({"start_from_epoch": -2}, r"start_from_epoch must be an integer >= 0, got -2"),
+    ({"start_from_epoch": 1.5}, r"got 1.5"),
+    ({"check_finite": "yes"}, r"check_finite must be True or False, got 'yes'"),
+    ({"monitor": None}, r"monitor must be .* got None"),
 ])
 def test_bad_arguments_name_the_value(kwargs, pattern):
     with pytest.raises(ValueError, match=pattern):
@@ -99,6 +168,12 @@ def test_best_weights_are_kept_and_restored():
     no_copy = EarlyStopping(restore_best=False)
     no_copy.step(1.0, model)
     assert no_copy.best_state is None
+
+
+def test_repr_shows_the_settings():
+    assert repr(EarlyStopping(patience=2)) == ("EarlyStopping(patience=2, min_delta=0.0, mode='min', "
+                                               "restore_best=True, monitor='val_loss')")
+    assert repr(EarlyStopping(baseline=1, check_finite=True)).endswith("baseline=1.0, check_finite=True)")
 
 
 def test_reset_starts_afresh():

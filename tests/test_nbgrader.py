@@ -183,6 +183,13 @@ SUBMISSIONS["early_stopping"] = {
     "no_copy_of_the_best_weights": ([
         ("early_stopping", "{k: v.detach().clone() for k, v in model.state_dict().items()}", "model.state_dict()"),
     ], {"check_restore_best"}),
+    "patience_0_stops_on_improvement": ([
+        ("early_stopping", "            return False             # an improving step never stops\n"
+                           "        self.num_bad_epochs += 1\n", "        else:\n            self.num_bad_epochs += 1\n"),
+    ], {"check_patience", "hidden_random_sequences"}),
+    "best_epoch_minus_1_before_the_first_value": ([
+        ("early_stopping", "self.best_epoch = None       # the 0-based", "self.best_epoch = -1       # the 0-based"),
+    ], {"check_patience", "check_min_delta", "check_mode_max", "check_best", "hidden_random_sequences"}),
 }
 SUBMISSIONS["smoothness"] = {
     "correct": ([], set()),

@@ -392,8 +392,8 @@ def test_early_stopping_stops_and_restores_the_best_weights():
     assert not torch.equal(snapshots[3], snapshots[5])
 
 
-def test_early_stopping_on_an_unknown_key_names_the_recorded_ones():
-    with pytest.raises(KeyError, match="val_acc"):
+def test_early_stopping_on_an_unknown_key_names_the_recorded_ones():   # a ValueError, as in Keras
+    with pytest.raises(ValueError, match="val_acc"):
         train(epochs=2, callbacks=[EarlyStopping(monitor="val_accuracy")])
 
 

@@ -1,15 +1,22 @@
 """Checks for the ``early_stopping`` assignment: the student's ``EarlyStopping`` class.
 
 Each check feeds hand-made sequences of validation values to the student's class and to
-:class:`coursekit.regularization.EarlyStopping`, and compares, after every ``step``, the
-returned decision and the attributes ``best``, ``best_epoch`` and ``num_bad_epochs``. At
-the first difference it replays the sequence with the classic mistakes (patience off by
-one, ``min_delta`` ignored or applied the wrong way, ``"max"`` treated as ``"min"``, the
-counter not reset, ``best_epoch`` not updated or counted from 1, NaN taken as an
-improvement) and names the one that explains the student's answers::
+:class:`coursekit.regularization.EarlyStopping`, and compares the attributes ``best``,
+``best_epoch`` and ``num_bad_epochs`` right after construction, then, after every ``step``,
+the returned decision and the attributes. At the first difference it replays the sequence
+with the classic mistakes (patience off by one, a stop on an improving step with
+``patience=0``, ``min_delta`` ignored or applied the wrong way, ``"max"`` treated as
+``"min"``, the counter not reset, ``best_epoch`` not updated or counted from 1, NaN taken as
+an improvement or as the first best, a sentinel such as ``inf`` shown instead of ``None``)
+and names the one that explains the student's answers, in the words of the mode at hand::
 
     check_patience(EarlyStopping, points=4)
     check_min_delta(EarlyStopping, points=3)
+
+Fairness: the sequences hold numbers and NaN only (never ±inf), and no value sits within
+rounding error of the ``min_delta`` boundary unless all its numbers are exact binary
+fractions, so ``value < best - min_delta``, ``best - value > min_delta`` and
+``value + min_delta < best`` always agree (:func:`_audit` enforces it on every sequence).
 """
 from __future__ import annotations
 
@@ -38,30 +45,49 @@ NAN = float("nan")
 
 # ---- the classic mistakes, as a plain re-implementation with switches
 
+_RULE = {"min": "value < best - min_delta", "max": "value > best + min_delta"}
+_WRONG_WAY = {"min": "value < best + min_delta", "max": "value > best - min_delta"}
+
+# explanations; {mode}, {rule} (the mode's improvement test) and {wrong} are filled in
 MISTAKES = {
-    "late": "it stops one step late: stop as soon as num_bad_epochs >= patience (after exactly "
-            "`patience` steps without improvement), not when it exceeds patience.",
-    "early": "it stops one step early: stop when num_bad_epochs >= patience, i.e. after exactly "
-             "`patience` steps without improvement, not patience - 1.",
-    "no_delta": "min_delta is ignored: in mode 'min' a value improves only if value < best - min_delta.",
-    "delta_wrong_way": "min_delta is applied in the wrong direction: in mode 'min' an improvement must "
-                       "beat best by more than min_delta (value < best - min_delta), not value < best + min_delta.",
-    "max_as_min": "mode 'max' is treated like 'min': in mode 'max' larger values are better "
-                  "(value > best + min_delta).",
+    "late": "it stops one step late: a step without improvement adds 1 to num_bad_epochs, and step() "
+            "returns True as soon as num_bad_epochs >= patience (after exactly `patience` such steps), "
+            "not when num_bad_epochs exceeds patience.",
+    "early": "it stops one step early: a step without improvement adds 1 to num_bad_epochs, and step() "
+             "returns True when num_bad_epochs >= patience (after exactly `patience` such steps), not "
+             "patience - 1.",
+    "stops_on_improvement": "with patience=0 it stopped on a step that improved: an improving step never "
+                            "stops training. Compare num_bad_epochs with patience only after a step "
+                            "without improvement; then patience=0 stops at the first step that does not "
+                            "improve, exactly like patience=1 (as in Keras and PyTorch Lightning).",
+    "no_delta": "min_delta is ignored: in mode {mode!r} a value improves only if {rule}.",
+    "delta_wrong_way": "min_delta is applied in the wrong direction: in mode {mode!r} an improvement must "
+                       "beat best by more than min_delta ({rule}), not {wrong}.",
+    "max_as_min": "mode 'max' is treated like 'min': in mode 'max' larger values are better ({rule}).",
     "no_reset": "num_bad_epochs is not reset to 0 after an improvement.",
     "best_epoch_stale": "best_epoch is not updated when a new best value is found.",
     "best_epoch_from_1": "best_epoch counts from 1; it is the 0-based index of the step call that set "
                          "best (the first call is epoch 0).",
     "nan_improves": "a NaN value is taken as an improvement (or replaces best); NaN is never an "
-                    "improvement: math.isnan(value) must count as a bad epoch.",
+                    "improvement: math.isnan(value) must count as a step without improvement.",
+    "nan_first_is_best": "a NaN first value became best: NaN is never an improvement, not even as the "
+                         "first value. best and best_epoch stay None until a value that is a number "
+                         "arrives, and the NaN step counts as a step without improvement (test "
+                         "math.isnan(value) before `best is None`).",
 }
+
+
+def _explain(mistake: str, mode: str) -> str:
+    return MISTAKES[mistake].format(mode=mode, rule=_RULE[mode], wrong=_WRONG_WAY[mode])
 
 
 def _simulate(values, patience, min_delta, mode, mistake=None):
     """The trace ``[(stop, best, best_epoch, num_bad_epochs), ...]``, with one mistake or none."""
     best, best_epoch, bad, trace = None, None, 0, []
     for i, value in enumerate(values):
-        if math.isnan(value):
+        if best is None and mistake == "nan_first_is_best":
+            improved = True
+        elif math.isnan(value):
             improved = mistake == "nan_improves"
         elif best is None or (mistake == "nan_improves" and math.isnan(best)):
             improved = True
@@ -79,8 +105,32 @@ def _simulate(values, patience, min_delta, mode, mistake=None):
         else:
             bad += 1
         limit = {"late": patience + 1, "early": patience - 1}.get(mistake, patience)
-        trace.append((bad >= limit, best, best_epoch, bad))
+        stop = bad >= limit and (not improved or mistake == "stops_on_improvement")
+        trace.append((stop, best, best_epoch, bad))
     return trace
+
+
+def _exact(x: float) -> bool:
+    return math.isfinite(x) and (x * 1024).is_integer()
+
+
+def _audit(values, patience, min_delta, mode) -> None:
+    """Refuse (as a bug in the check) a sequence on which correct ways of writing the rule could
+    disagree: an infinite value, or a value within rounding error of the min_delta boundary
+    whose numbers are not all exact binary fractions."""
+    best = None
+    for value in values:
+        if math.isinf(value):
+            raise RuntimeError(f"check bug: the sequence {values} holds an infinite value")
+        if math.isnan(value):
+            continue
+        if best is not None and min_delta > 0:
+            gain = best - value if mode == "min" else value - best
+            if abs(gain - min_delta) < 1e-9 and not all(map(_exact, (value, best, min_delta))):
+                raise RuntimeError(f"check bug: {value} is on the min_delta={min_delta} boundary of "
+                                   f"best={best} in {values}")
+        if best is None or (value < best - min_delta if mode == "min" else value > best + min_delta):
+            best = value
 
 
 def _same(a, b) -> bool:
@@ -89,65 +139,109 @@ def _same(a, b) -> bool:
     return a == b
 
 
+_ATTRIBUTES = ("best", "best_epoch", "num_bad_epochs")
+
+
+def _state(stopper, what: str, when: str):
+    state = []
+    for attribute in _ATTRIBUTES:
+        if not hasattr(stopper, attribute):
+            raise CheckFailure(f"{what}: {when} the object has no attribute {attribute!r}; set best = None, "
+                               f"best_epoch = None and num_bad_epochs = 0 in __init__, and keep them "
+                               f"up to date in step().")
+        state.append(getattr(stopper, attribute))
+    best = state[0]
+    if isinstance(best, torch.Tensor):
+        best = best.item()
+    if best is not None and not isinstance(best, bool):
+        try:
+            best = float(best)
+        except (TypeError, ValueError):
+            pass
+    return (best, state[1], state[2])
+
+
 def _student_trace(cls, values, what, **options):
     stopper = call(cls, **options, what=what)
+    initial = _state(stopper, what, "right after construction")
     trace = []
     for i, value in enumerate(values):
         stop = call(stopper.step, value, what=f"step({value}) (call number {i})")
-        state = []
-        for attribute in ("best", "best_epoch", "num_bad_epochs"):
-            if not hasattr(stopper, attribute):
-                raise CheckFailure(f"{what}: after step() the object has no attribute {attribute!r}; "
-                                   f"keep best, best_epoch and num_bad_epochs as attributes.")
-            state.append(getattr(stopper, attribute))
         if not isinstance(stop, bool):
             raise CheckFailure(f"{what}: step({value}) returned {stop!r}; it should return True or False.")
-        best = state[0]
-        if isinstance(best, torch.Tensor):
-            best = best.item()
-        trace.append((stop, None if best is None else float(best), state[1], state[2]))
-    return trace
+        trace.append((stop, *_state(stopper, what, f"after step({value})")))
+    return initial, trace
+
+
+def _sentinel_hint(got, expected) -> str | None:
+    """A number shown where ``None`` is expected: a starting sentinel (inf, -1, ...) leaked out."""
+    for name, g, e in zip(_ATTRIBUTES, got, expected):
+        if e is None and g is not None:
+            return (f"{name} must be None until a value improves (right after construction, and after "
+                    f"a NaN first value), not {g!r}. A starting value such as math.inf or -1 inside "
+                    f"your class is fine, but the attribute {name} must read None until the first "
+                    f"improvement.")
+    return None
+
+
+def _differences(got, expected, names) -> str:
+    return "; ".join(f"{n} {g!r} (expected {e!r})" for n, g, e in zip(names, got, expected) if not _same(g, e))
 
 
 def _compare(cls, values: Sequence[float], *, patience=5, min_delta=0.0, mode="min") -> None:
     options = {"patience": patience, "min_delta": min_delta, "mode": mode}
+    _audit(values, **options)
     what = "EarlyStopping(" + ", ".join(f"{k}={v!r}" for k, v in options.items()) + ")"
-    got = _student_trace(cls, values, what, **options)
+    initial, got = _student_trace(cls, values, what, **options)
     reference = _Reference(**options)
+    expected_initial = (reference.best, reference.best_epoch, reference.num_bad_epochs)
+    if not all(_same(a, b) for a, b in zip(initial, expected_initial)):
+        lines = [f"{what}, right after construction (before any step()): "
+                 + _differences(initial, expected_initial, _ATTRIBUTES)]
+        hint = _sentinel_hint(initial, expected_initial)
+        raise CheckFailure("\n".join(lines + [f"Likely mistake: {hint}"] * bool(hint)))
     expected = [(reference.step(v), reference.best, reference.best_epoch, reference.num_bad_epochs)
                 for v in values]
     for i, (g, e) in enumerate(zip(got, expected)):
         if all(_same(a, b) for a, b in zip(g, e)):
             continue
         shown = ", ".join(f"{v:g}" for v in values[:i + 1])
-        names = ("step() returned", "best", "best_epoch", "num_bad_epochs")
+        names = ("step() returned", *_ATTRIBUTES)
         lines = [f"{what}, values fed to step(): [{shown}]",
-                 "  after the last one: " + "; ".join(f"{n} {gv!r} (expected {ev!r})"
-                                                       for n, gv, ev in zip(names, g, e) if not _same(gv, ev))]
-        for mistake, explanation in MISTAKES.items():
+                 "  after the last one: " + _differences(g, e, names)]
+        for mistake in MISTAKES:
             wrong = _simulate(values, patience, min_delta, mode, mistake)
             if all(_same(a, b) for x, y in zip(got, wrong) for a, b in zip(x, y)):
-                lines.append(f"Likely mistake: {explanation}")
+                lines.append(f"Likely mistake: {_explain(mistake, mode)}")
                 break
+        else:
+            hint = _sentinel_hint(g[1:], e[1:])
+            if hint:
+                lines.append(f"Likely mistake: {hint}")
         raise CheckFailure("\n".join(lines))
 
 
 @_checks
 def check_patience(EarlyStopping) -> None:
-    """Stop after exactly ``patience`` steps without improvement; an improvement resets the count."""
+    """Stop after exactly ``patience`` steps without improvement, never on an improving step;
+    an improvement resets the count; ``patience=0`` stops at the first step that does not improve."""
     _compare(EarlyStopping, [1.0, 0.8, 0.9, 0.85, 0.81, 0.95], patience=3)
     _compare(EarlyStopping, [2.0, 2.5, 2.4], patience=1)
     _compare(EarlyStopping, [5.0, 4.0, 4.5, 4.4, 3.0, 3.5, 3.6, 3.7, 3.8], patience=3)
     _compare(EarlyStopping, [1.0, 1.0, 1.0, 1.0], patience=2)
+    _compare(EarlyStopping, [3.0, 2.0, 1.0, 1.5, 0.5, 0.7], patience=0)
+    _compare(EarlyStopping, [0.2, 0.4, 0.4, 0.5], patience=0, mode="max")
 
 
 @_checks
 def check_min_delta(EarlyStopping) -> None:
-    """An improvement must beat the best by more than ``min_delta``, in the mode's direction."""
+    """An improvement must beat the best by *more* than ``min_delta``, in the mode's direction."""
     _compare(EarlyStopping, [1.0, 1.01, 0.95, 0.85, 0.8], patience=4, min_delta=0.1)
     _compare(EarlyStopping, [1.0, 0.95, 0.93, 0.85, 0.84, 0.7], patience=4, min_delta=0.1)
-    _compare(EarlyStopping, [1.0, 1.05, 0.98, 0.96, 0.95], patience=3, min_delta=0.02)
-    _compare(EarlyStopping, [0.5, 0.55, 0.62, 0.6, 0.7, 0.71], patience=3, min_delta=0.05, mode="max")
+    _compare(EarlyStopping, [1.0, 1.05, 0.97, 0.965, 0.955], patience=2, min_delta=0.02)
+    _compare(EarlyStopping, [2.0, 1.75, 1.5, 1.25, 1.0], patience=3, min_delta=0.25)   # exactly 0.25 is not more
+    _compare(EarlyStopping, [0.5, 0.54, 0.62, 0.6, 0.7, 0.71], patience=3, min_delta=0.05, mode="max")
+    _compare(EarlyStopping, [0.5, 0.75, 0.8, 1.0, 1.25, 1.3], patience=2, min_delta=0.25, mode="max")
 
 
 @_checks
@@ -159,10 +253,14 @@ def check_mode_max(EarlyStopping) -> None:
 
 @_checks
 def check_best(EarlyStopping) -> None:
-    """``best`` and ``best_epoch`` (0-based) follow the improvements; NaN never improves."""
+    """``best`` and ``best_epoch`` (0-based) follow the improvements, ``None`` before the first;
+    NaN never improves, not even as the first value."""
     _compare(EarlyStopping, [3.0, 2.0, 2.5, 1.0, 1.5], patience=10)
     _compare(EarlyStopping, [1.0, NAN, 0.9, NAN, NAN], patience=2)
     _compare(EarlyStopping, [0.2, NAN, 0.1, 0.3], patience=3, mode="max")
+    _compare(EarlyStopping, [NAN, 2.0, NAN, 1.5, 1.6], patience=3)
+    _compare(EarlyStopping, [NAN, NAN, 0.5], patience=4, mode="max")
+    _compare(EarlyStopping, [NAN, 1.0], patience=1)
 
 
 def _tiny_model() -> nn.Module:
@@ -204,7 +302,9 @@ def check_arguments(EarlyStopping) -> None:
 
 @_checks
 def check_random_sequences(EarlyStopping, *, seed: int = 0, runs: int = 30) -> None:
-    """Random walks of validation values (with plateaus and NaNs) under random settings."""
+    """Random walks of validation values (with plateaus and NaNs) under random settings,
+    patience 0 included. The values move on a grid of 0.01 and ``min_delta`` is 0, 0.025 or
+    0.075, so no value is within rounding error of the ``min_delta`` boundary."""
     rng = random.Random(seed)
     for _ in range(runs):
         mode = rng.choice(["min", "max"])
@@ -219,5 +319,5 @@ def check_random_sequences(EarlyStopping, *, seed: int = 0, runs: int = 30) -> N
             else:
                 value = round(value + rng.choice([-1, 1]) * rng.choice([0.01, 0.05, 0.1, 0.2]), 2)
             values.append(value)
-        _compare(EarlyStopping, values, patience=rng.randint(1, 4),
-                 min_delta=rng.choice([0.0, 0.0, 0.03, 0.1]), mode=mode)
+        _compare(EarlyStopping, values, patience=rng.randint(0, 4),
+                 min_delta=rng.choice([0.0, 0.0, 0.025, 0.075]), mode=mode)

@@ -1,8 +1,9 @@
 """Early stopping: stop training when the validation error stops improving.
 
-:class:`EarlyStopping` is the rule of Keras and most libraries (monitor, patience, mode,
-min_delta, restore the best weights), usable by hand (``step(value)``) or as a ``fit``
-callback. The functions are Prechelt's (1998) criteria, computed on whole training
+:class:`EarlyStopping` is the rule of Keras and PyTorch Lightning (monitor, patience, mode,
+min_delta, restore the best weights, baseline, warm-up, stop on NaN), usable by hand
+(``step(value)``) or as a ``fit`` callback; ``tests/test_early_stopping_peers.py`` runs
+both libraries' own test sequences against it. The functions are Prechelt's (1998) criteria, computed on whole training
 curves so that they can be compared on the same runs:
 
 - generalization loss :math:`GL(t) = 100\\,(E_{va}(t) / E_{opt}(t) - 1)`, the percentage
@@ -20,6 +21,7 @@ Epochs here are 0-based indices into the sequences (the index of the ``step`` ca
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Sequence
 
 import numpy as np
@@ -28,41 +30,92 @@ from torch import nn
 
 from coursekit.callbacks import Callback, FitState
 
-__all__ = ["EarlyStopping", "generalization_loss", "training_progress", "stop_gl", "stop_pq", "stop_up"]
+__all__ = ["EarlyStopping", "MonitorNotRecorded", "generalization_loss", "training_progress", "stop_gl",
+           "stop_pq", "stop_up"]
+
+
+class MonitorNotRecorded(ValueError, KeyError):
+    """The value an :class:`EarlyStopping` callback monitors is not in the epoch's logs.
+
+    A ``ValueError``, as in Keras; also a ``KeyError``, which coursekit raised before, so
+    that code catching that keeps working.
+    """
+
+    def __str__(self) -> str:  # KeyError would show the message in quotes
+        return str(self.args[0]) if self.args else ""
+
+
+def _number(x) -> bool:
+    return isinstance(x, numbers.Real) and not isinstance(x, bool)
 
 
 class EarlyStopping(Callback):
-    """Stop when a monitored value has not improved for ``patience`` steps (epochs).
+    r"""Stop training when a monitored value has stopped improving (Keras's and PyTorch
+    Lightning's rule).
 
     Call :meth:`step` once per epoch with the validation value; it returns ``True`` when
-    training should stop. The rule:
+    training should stop. With ``b`` the best value so far (:math:`+\infty` in mode
+    ``"min"``, :math:`-\infty` in mode ``"max"`` before the first improvement) and
+    :math:`\delta` = ``min_delta``, a value :math:`v` *improves* when
 
-    - the first value is the best so far (unless it is NaN);
-    - in mode ``"min"`` a value improves on the best only if ``value < best - min_delta``
-      (mode ``"max"``: ``value > best + min_delta``); a NaN value never improves;
-    - an improving step resets ``num_bad_epochs`` to 0, any other step adds 1;
-    - stop when ``num_bad_epochs >= patience`` (so ``patience=0`` stops at once).
+    .. math:: v < b - \delta \quad (\text{mode "min"}), \qquad v > b + \delta \quad (\text{mode "max"}),
+
+    so the first value that is a number is the first best, equal values do not improve,
+    and a NaN never improves. Each :meth:`step`:
+
+    1. before ``start_from_epoch`` (a warm-up), ignores the value: returns ``False`` and
+       changes nothing but the step count;
+    2. with ``check_finite``, stops at once on a NaN or :math:`\pm\infty` (a bad step);
+    3. on an improving value, sets ``best`` and ``best_epoch`` (and keeps a copy of the
+       model's weights) and **never stops**; it resets ``num_bad_epochs`` to 0, unless a
+       ``baseline`` is set and the value does not beat it too (:math:`v < \text{baseline} -
+       \delta` in mode ``"min"``), in which case it adds 1, as in Keras;
+    4. on any other value, adds 1 to ``num_bad_epochs`` and stops when
+       ``num_bad_epochs >= patience``.
+
+    So ``patience=p`` stops at the ``p``-th step in a row without improvement, and
+    ``patience=0`` stops at the first step that does not improve, exactly like
+    ``patience=1`` (in Keras and in Lightning too: both count the bad step before comparing).
+    With a ``baseline``, the count runs from the first monitored step (or from the last
+    value that beat both the best and the baseline), so training stops at the first step
+    without improvement once ``patience`` steps have passed without beating the baseline;
+    the best weights are still those of the best value, as in Keras.
 
     With ``restore_best``, each improving :meth:`step` given a ``model`` keeps a copy of
     its ``state_dict``, which :meth:`restore` loads back.
 
     As a callback, ``fit(..., callbacks=[EarlyStopping(patience=10)])`` calls :meth:`step`
-    with ``history[monitor]`` after every epoch, stops training when it returns ``True``
-    and, with ``restore_best``, loads the best weights when training ends. Each ``fit``
-    starts afresh.
+    with ``logs[monitor]`` after every epoch, stops training when it returns ``True`` and,
+    with ``restore_best``, loads the best weights when training ends (also when another
+    callback stopped it). Each ``fit`` starts afresh. A ``monitor`` that the run does not
+    record raises :class:`MonitorNotRecorded`, a ``ValueError`` that lists what it records.
 
     Args:
-        patience: non-improving steps tolerated; an integer >= 0. Default: 5.
-        min_delta: the smallest change that counts as an improvement; >= 0. Default: 0.
+        patience: steps without improvement tolerated; an integer >= 0. Default: 5.
+        min_delta: the margin by which a value must beat the best to count as an
+            improvement; >= 0. Default: 0.
         mode: ``"min"`` (losses, error rates) or ``"max"`` (accuracies). Default: ``"min"``.
         restore_best: keep (and, in ``fit``, restore) the best model's weights. Default: ``True``.
-        monitor: the history key watched when used as a ``fit`` callback. Default: ``"val_loss"``.
+        monitor: the key of the epoch's logs watched when used as a ``fit`` callback.
+            Default: ``"val_loss"``.
+        baseline: a value to beat (by ``min_delta``) within ``patience`` steps, or ``None``.
+            It does not change ``best``: the best value is kept, and restored, even when
+            it never beats the baseline. Default: ``None``.
+        start_from_epoch: the number of first steps (epochs) not monitored, an integer >= 0;
+            epochs are still counted from the first call. Default: 0.
+        check_finite: stop at the first NaN or infinite value. Default: ``False``, as in
+            Keras, so that a NaN is one more step without improvement (the rule the
+            course's assignment teaches), and a single non-finite validation value (say, a
+            float16 overflow in a mixed-precision evaluation) does not end a run whose
+            weights are fine; with ``restore_best`` waiting costs at most ``patience``
+            epochs. PyTorch Lightning's default is ``True``: set it to stop a diverged run
+            at once.
 
     Attributes:
-        best: the best value so far (``None`` before the first valid value).
+        best: the best value so far, a float (``None`` until a value improves).
         best_epoch: the 0-based index of the :meth:`step` call that set ``best`` (in ``fit``,
-            epoch ``best_epoch + 1``), ``None`` before.
-        num_bad_epochs: steps since the last improvement.
+            epoch ``best_epoch + 1``), ``None`` until then.
+        num_bad_epochs: monitored steps since the last reset (see the rule).
         stopped_epoch: the 0-based index of the step that returned ``True`` first, or ``None``.
 
     Example::
@@ -72,18 +125,33 @@ class EarlyStopping(Callback):
         [False, False, False, False, True]
         >>> stopper.best, stopper.best_epoch
         (0.8, 1)
+        >>> stopper = EarlyStopping(patience=0)
+        >>> [stopper.step(v) for v in [1.0, 0.8, 0.9]]
+        [False, False, True]
     """
 
     def __init__(self, patience: int = 5, min_delta: float = 0.0, mode: str = "min",
-                 restore_best: bool = True, monitor: str = "val_loss"):
-        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
+                 restore_best: bool = True, monitor: str = "val_loss", *, baseline: float | None = None,
+                 start_from_epoch: int = 0, check_finite: bool = False):
+        if isinstance(patience, bool) or not isinstance(patience, numbers.Integral) or patience < 0:
             raise ValueError(f"patience must be an integer >= 0, got {patience!r}")
-        if isinstance(min_delta, bool) or not isinstance(min_delta, (int, float)) or not min_delta >= 0:
+        if not _number(min_delta) or not min_delta >= 0:
             raise ValueError(f"min_delta must be a number >= 0, got {min_delta!r}")
         if mode not in ("min", "max"):
             raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
-        self.patience, self.min_delta, self.mode = patience, float(min_delta), mode
+        if baseline is not None and (not _number(baseline) or math.isnan(baseline)):
+            raise ValueError(f"baseline must be a number (not NaN) or None, got {baseline!r}")
+        if (isinstance(start_from_epoch, bool) or not isinstance(start_from_epoch, numbers.Integral)
+                or start_from_epoch < 0):
+            raise ValueError(f"start_from_epoch must be an integer >= 0, got {start_from_epoch!r}")
+        if not isinstance(check_finite, bool):
+            raise ValueError(f"check_finite must be True or False, got {check_finite!r}")
+        if not isinstance(monitor, str):
+            raise ValueError(f"monitor must be the name of a logged value (a str), got {monitor!r}")
+        self.patience, self.min_delta, self.mode = int(patience), float(min_delta), mode
         self.restore_best, self.monitor = restore_best, monitor
+        self.baseline = None if baseline is None else float(baseline)
+        self.start_from_epoch, self.check_finite = int(start_from_epoch), check_finite
         self.reset()
 
     def reset(self) -> None:
@@ -95,29 +163,40 @@ class EarlyStopping(Callback):
         self.best_state: dict[str, torch.Tensor] | None = None
         self._steps = 0
 
+    def _beats(self, value: float, reference: float) -> bool:
+        if self.mode == "min":
+            return value < reference - self.min_delta
+        return value > reference + self.min_delta
+
     def improves(self, value: float) -> bool:
         """Whether ``value`` would improve on the best so far."""
-        if math.isnan(value):
-            return False
-        if self.best is None:
-            return True
-        if self.mode == "min":
-            return value < self.best - self.min_delta
-        return value > self.best + self.min_delta
+        if self.best is None:  # the best starts at the worst value, as in Keras and Lightning
+            return self._beats(value, math.inf if self.mode == "min" else -math.inf)
+        return self._beats(value, self.best)
 
     def step(self, value, model: nn.Module | None = None) -> bool:
-        """Record this epoch's ``value`` (a number or a 0-dim tensor); ``True`` means stop."""
+        """Record this epoch's ``value`` (a number or a one-element tensor); ``True`` means stop."""
         value = float(value)
-        if self.improves(value):
-            self.best, self.best_epoch, self.num_bad_epochs = value, self._steps, 0
+        epoch, self._steps = self._steps, self._steps + 1
+        if epoch < self.start_from_epoch:
+            return False
+        if self.check_finite and not math.isfinite(value):
+            self.num_bad_epochs += 1
+            stop = True
+        elif self.improves(value):
+            self.best, self.best_epoch = value, epoch
+            if self.baseline is None or self._beats(value, self.baseline):
+                self.num_bad_epochs = 0
+            else:
+                self.num_bad_epochs += 1
             if model is not None and self.restore_best:
                 self.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            stop = False
         else:
             self.num_bad_epochs += 1
-        stop = self.num_bad_epochs >= self.patience
+            stop = self.num_bad_epochs >= self.patience
         if stop and self.stopped_epoch is None:
-            self.stopped_epoch = self._steps
-        self._steps += 1
+            self.stopped_epoch = epoch
         return stop
 
     def restore(self, model: nn.Module) -> nn.Module:
@@ -135,8 +214,8 @@ class EarlyStopping(Callback):
 
     def on_epoch_end(self, state: FitState) -> None:
         if self.monitor not in state.logs:
-            raise KeyError(f"EarlyStopping monitors {self.monitor!r}, which this run does not "
-                           f"record; recorded: {sorted(state.logs)}")
+            raise MonitorNotRecorded(f"EarlyStopping monitors {self.monitor!r}, which this run does not "
+                                     f"record; recorded: {sorted(state.logs)}")
         if self.step(state.logs[self.monitor], state.model):
             state.stop_training = True
 
@@ -145,8 +224,11 @@ class EarlyStopping(Callback):
             self.restore(state.model)
 
     def __repr__(self) -> str:
+        extra = "".join(f", {name}={getattr(self, name)!r}" for name, default in
+                        (("baseline", None), ("start_from_epoch", 0), ("check_finite", False))
+                        if getattr(self, name) != default)
         return (f"EarlyStopping(patience={self.patience}, min_delta={self.min_delta}, "
-                f"mode={self.mode!r}, restore_best={self.restore_best}, monitor={self.monitor!r})")
+                f"mode={self.mode!r}, restore_best={self.restore_best}, monitor={self.monitor!r}{extra})")
 
 
 def _curve(values, name: str) -> np.ndarray:
