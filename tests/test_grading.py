@@ -83,6 +83,108 @@ def test_student_exception_becomes_a_teaching_failure():
         call(stub, torch.ones(3), what="fn(x)")
 
 
+# --- the student's own failing line ---------------------------------------------------------
+
+def student_function(source: str, name: str, filename: str = "/tmp/ipykernel_4242/2718281828.py"):
+    """A function defined in a notebook cell: its source is registered in linecache under
+    the cell's file name, as IPython does."""
+    import linecache
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    namespace = {"torch": torch}
+    exec(compile(source, filename, "exec"), namespace)
+    return namespace[name]
+
+
+BROKEN_CELL = """def normalize(x):
+    mean = x.mean(dim=0)
+    return (x - mean) / x.std(dim=0).view(7, 7)
+"""
+
+
+def test_a_student_error_shows_the_students_own_failing_line():
+    fn = student_function(BROKEN_CELL, "normalize")
+    with pytest.raises(CheckFailure) as info:
+        call(fn, torch.ones(4, 3), what="normalize(x)", hint="reshape (C,) vectors to (1, C)")
+    message = str(info.value)
+    assert message.startswith("normalize(x) raised RuntimeError: shape '[7, 7]' is invalid")
+    assert "\nLikely cause: reshape (C,) vectors to (1, C)\n" in message
+    assert message.endswith("In your code, /tmp/ipykernel_4242/2718281828.py, line 3, in normalize:\n"
+                            "    return (x - mean) / x.std(dim=0).view(7, 7)")
+
+
+def test_the_failing_line_is_the_deepest_student_frame_not_torchs_or_the_stdlibs(tmp_path, monkeypatch):
+    """A real module file; the error is raised inside torch's Python code (F.pad) and the
+    standard library (copy), called from a helper of the student's."""
+    (tmp_path / "student_module.py").write_text(
+        "import copy\n"
+        "import torch.nn.functional as F\n\n\n"
+        "def helper(x):\n"
+        "    return F.pad(x, (1, 2, 3))\n\n\n"
+        "def padded(x):\n"
+        "    y = x * 2\n"
+        "    return helper(y)\n\n\n"
+        "def copied(x):\n"
+        "    return copy.deepcopy(x, memo=7)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import student_module
+    with pytest.raises(CheckFailure) as info:
+        call(student_module.padded, torch.ones(2, 2), what="padded(x)")
+    assert f"In your code, {tmp_path / 'student_module.py'}, line 6, in helper:\n    return F.pad(x, (1, 2, 3))" \
+        in str(info.value)
+    with pytest.raises(CheckFailure) as info:
+        call(student_module.copied, torch.ones(2), what="copied(x)")
+    assert "line 15, in copied:\n    return copy.deepcopy(x, memo=7)" in str(info.value)
+
+
+def test_a_notebook_cell_is_named_as_ipython_names_it(monkeypatch):
+    import IPython
+
+    filename = "/tmp/ipykernel_4242/31415.py"
+    shell = type("Shell", (), {"compile": type("Compiler", (), {"_filename_map": {filename: 12}})()})()
+    monkeypatch.setattr(IPython, "get_ipython", lambda: shell)
+    fn = student_function(BROKEN_CELL, "normalize", filename)
+    with pytest.raises(CheckFailure, match=r"In your code, Cell In\[12\], line 3, in normalize:\n    return"):
+        call(fn, torch.ones(4, 3), what="normalize(x)")
+
+
+def test_without_source_the_place_is_still_named():
+    namespace = {}
+    exec(compile("def f(x):\n    return x.nope\n", "<solution cell>", "exec"), namespace)
+    with pytest.raises(CheckFailure) as info:
+        call(namespace["f"], torch.ones(2), what="f(x)")
+    assert str(info.value).endswith("raised AttributeError: 'Tensor' object has no attribute 'nope'\n"
+                                    "In your code, <solution cell>, line 2, in f.")
+
+
+def test_a_ready_made_call_and_a_wrong_error_kind_show_the_line_too():
+    from coursekit.grading import check_own_work, expect_value_error
+
+    fn = student_function("def fans(t):\n    return torch.nn.init._calculate_fan_in_and_fan_out(t)\n", "fans")
+
+    @check_own_work("fans", [(torch.nn.init, "_calculate_fan_in_and_fan_out")], what="fan computation")
+    def check_fans(student):
+        call(student, torch.ones(3, 2), what="fans(t)")
+
+    with pytest.raises(CheckFailure) as info:
+        check_fans(fn)
+    assert str(info.value).startswith("fans(t): your code calls a ready-made fan computation")
+    assert "line 2, in fans:\n    return torch.nn.init._calculate_fan_in_and_fan_out(t)" in str(info.value)
+    wrong_kind = student_function("def f(p):\n    return [0][p]\n", "f")
+    with pytest.raises(CheckFailure) as info:
+        expect_value_error(wrong_kind, 5, what="f(5)", why="p must be 0.")
+    assert str(info.value).startswith("f(5) raised IndexError: list index out of range; it should raise ValueError")
+    assert str(info.value).endswith("line 2, in f:\n    return [0][p]")
+
+
+def test_student_line_is_empty_when_no_frame_is_the_students():
+    from coursekit.grading import student_line
+    try:
+        torch.ones(2).reshape(3)
+    except RuntimeError as e:
+        error = e.with_traceback(None)
+    assert student_line(error) == ""
+
+
 class AlwaysEqual:
     def __eq__(self, other):
         return True

@@ -1,5 +1,7 @@
 """coursekit.grading.normalization: the solution passes, the released stub fails, and every
 classic mistake loses its check with a message that names it."""
+import re
+
 import pytest
 import torch.nn.functional as F
 
@@ -81,3 +83,34 @@ def test_each_mistake_fails_its_check_with_a_teaching_message(cells, cell, edits
     wrong = with_mistake(cells, cell, *edits)[cell]
     with pytest.raises(CheckFailure, match=pattern):
         CHECKS[cell](wrong, seed=seed)
+
+
+ONE_PASS = {"layer_norm": ("var = input.var(dim=dims, correction=0, keepdim=True)",
+                          "var = (input * input).mean(dim=dims, keepdim=True) - mean * mean"),
+            "instance_norm": ("var = input.var(dim=dims, correction=0, keepdim=True)",
+                              "var = (input * input).mean(dim=dims, keepdim=True) - mean * mean"),
+            "group_norm": ("var = x.var(dim=2, correction=0, keepdim=True)",
+                           "var = (x * x).mean(dim=2, keepdim=True) - mean * mean")}
+
+
+# the arguments of the notebook's check cells, visible and hidden
+GRADED = [("layer_norm", {}), ("layer_norm", dict(seed=4242, cases=[((1, 7), 1), ((4, 2, 3, 2, 5), 4), ((8, 16, 32), 1)], eps=0.1)),
+          ("instance_norm", {}), ("instance_norm", dict(seed=777, shapes=[(1, 2, 2), (2, 5, 3, 3, 2)])),
+          ("group_norm", {}), ("group_norm", dict(seed=777, cases=[((1, 12, 2), 3), ((3, 16, 2, 3), 8), ((2, 32, 7), 32)], eps=0.05))]
+
+
+def test_a_one_pass_variance_that_loses_digits_is_named(cells):
+    """mean(x**2) - mean(x)**2 in float32 loses digits when a mean is large compared with its
+    spread; where that makes a graded check fail, the message says why. (Whether it fails
+    depends on the data; in float32 with eps=1e-5 it can look like eps outside the square
+    root, which is why only the graded calls are pinned here.)"""
+    failures = 0
+    for cell, kwargs in GRADED:
+        wrong = with_mistake(cells, cell, ONE_PASS[cell])[cell]
+        try:
+            CHECKS[cell](wrong, **kwargs)
+        except CheckFailure as failure:
+            failures += 1
+            assert re.search(r"(?s)float32.*Is the variance computed as mean\(x\*\*2\) - mean\(x\)\*\*2\?",
+                             str(failure)), str(failure)
+    assert failures, "the one-pass variance never failed: drop this test, or the hint"

@@ -7,7 +7,15 @@ shape, dtype and values (with :func:`torch.testing.assert_close`, never ``==``).
 - runs quietly: warnings and anything written to stderr are swallowed, because nbgrader
   scores a test cell 0 as soon as it writes to stderr;
 - fails with an :class:`AssertionError` whose message teaches: what was called, what was
-  expected, what came back, and the likely mistake when it recognises one;
+  expected, what came back, and the likely mistake when it recognises one; when the
+  student's code raised, the error and the line of the student's own code that raised it
+  (see :func:`call`)::
+
+      batch_norm(x of shape (8, 4, 5) torch.float32, training=True, eps=1e-05) raised RuntimeError: The size of tensor a (5) must match the size of tensor b (4) at non-singleton dimension 2
+      Likely cause: running_mean, running_var, weight and bias all have shape (C,): ...
+      In your code, Cell In[3], line 4, in batch_norm:
+          return (input - mean) * weight + bias
+
 - returns its points, so that a test cell whose last expression is a check is worth
   exactly what the check returns (nbgrader's partial credit).
 
@@ -28,16 +36,19 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
+import linecache
 import os
 import sys
+import sysconfig
+import traceback
 import warnings
 from typing import Callable, Mapping
 
 import torch
 from torch.testing import assert_close as _assert_close  # kept private: see integrity below
 
-__all__ = ["check", "check_own_work", "quiet", "call", "expect_value_error", "forbid", "assert_tensor",
-           "CheckFailure"]
+__all__ = ["check", "check_own_work", "quiet", "call", "student_line", "expect_value_error", "forbid",
+           "assert_tensor", "imprecise_variance", "CheckFailure"]
 
 
 class CheckFailure(AssertionError):
@@ -129,15 +140,65 @@ def check_own_work(name: str, ready_made, *, what: str) -> Callable:
 
 def call(fn: Callable, *args, what: str, hint: str | None = None, **kwargs):
     """Call student code; an exception it raises becomes a :class:`CheckFailure` naming the
-    call (and adding ``hint``, the likely cause, when given)."""
+    call, the error, the likely cause (``hint``, when given) and the line of the student's
+    own code where it was raised (see :func:`student_line`)."""
     try:
         return fn(*args, **kwargs)
     except NotImplementedError:
         raise CheckFailure(f"{what} raised NotImplementedError: replace the "
                            f"`raise NotImplementedError()` line with your implementation.") from None
+    except CheckFailure as e:   # raised by a check's guard inside the student's code (forbid)
+        raise CheckFailure(f"{what}: {e}" + student_line(e)) from None
     except Exception as e:  # noqa: BLE001 - any error in student code is reported, not raised
         message = f"{what} raised {type(e).__name__}: {e}"
-        raise CheckFailure(message + (f"\nLikely cause: {hint}" if hint else "")) from None
+        raise CheckFailure(message + (f"\nLikely cause: {hint}" if hint else "") + student_line(e)) from None
+
+
+# Frames in these folders are not the student's: the checks and PyTorch.
+_NOT_STUDENT = tuple(os.path.join(os.path.dirname(os.path.abspath(m.__file__)), "")
+                     for m in (sys.modules[__name__.split(".")[0]], torch))
+# Frames in the Python installation and its packages are the student's only if no other is.
+_LIBRARIES = tuple(os.path.join(os.path.abspath(path), "")
+                   for path in {sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")})
+
+
+def student_line(error: BaseException) -> str:
+    """Where the student's code raised ``error``, as lines to append to a message::
+
+        In your code, Cell In[3], line 4, in batch_norm:
+            return (input - mean) * weight + bias
+
+    from the last frame of its traceback that is the student's: not in ``coursekit`` or
+    ``torch``, and in the Python installation or an installed package only when no other
+    frame is left. A Jupyter cell is named as IPython names it (``Cell In[3]``), any other
+    file by its path; the source line comes from :mod:`linecache` (where IPython keeps the
+    cells) and is left out when unknown. Empty when no frame is the student's."""
+    try:
+        frames = [f for f in traceback.extract_tb(error.__traceback__)
+                  if not os.path.abspath(f.filename).startswith(_NOT_STUDENT)]
+    except Exception:  # noqa: BLE001 - a strange traceback must not hide the student's error
+        return ""
+    own = [f for f in frames if not f.filename.startswith("<frozen")
+           and not os.path.abspath(f.filename).startswith(_LIBRARIES)]
+    frame = (own or frames or [None])[-1]
+    if frame is None:
+        return ""
+    source = (frame.line or linecache.getline(frame.filename, frame.lineno or 0)).strip()
+    where = f"\nIn your code, {_place(frame.filename)}, line {frame.lineno}, in {frame.name}"
+    if not source:
+        return where + "."
+    return where + ":\n    " + (source if len(source) <= 200 else source[:197] + "...")
+
+
+def _place(filename: str) -> str:
+    """A Jupyter cell as IPython shows it (``Cell In[5]``); any other file by its name."""
+    ipython = sys.modules.get("IPython")
+    try:
+        shell = ipython.get_ipython() if ipython else None
+        count = shell.compile._filename_map.get(filename) if shell else None
+    except Exception:  # noqa: BLE001 - IPython internals differ between versions
+        count = None
+    return f"Cell In[{count}]" if count is not None else filename
 
 
 def expect_value_error(fn: Callable, *args, what: str, why: str, names: tuple[str, ...] = (),
@@ -157,7 +218,8 @@ def expect_value_error(fn: Callable, *args, what: str, why: str, names: tuple[st
         raise CheckFailure(f"{what} raised NotImplementedError: replace the `raise NotImplementedError()` "
                            f"line with your implementation.") from None
     except Exception as e:  # noqa: BLE001 - any other error is the wrong kind
-        raise CheckFailure(f"{what} raised {type(e).__name__}: {e}; it should raise ValueError: {why}") from None
+        raise CheckFailure(f"{what} raised {type(e).__name__}: {e}; it should raise ValueError: {why}"
+                           + student_line(e)) from None
     kind = type(result).__name__
     article = "an" if kind[0] in "AEIOUaeiou" else "a"
     raise CheckFailure(f"{what} returned {article} {kind} instead of raising ValueError: {why}")
@@ -197,7 +259,8 @@ def _preview(t: torch.Tensor, n: int = 6) -> str:
 
 
 def assert_tensor(got, expected: torch.Tensor, *, what: str,
-                  mistakes: Mapping[str, torch.Tensor] | None = None,
+                  mistakes: Mapping[str, torch.Tensor | Callable[[torch.Tensor, torch.Tensor], bool]]
+                  | None = None,
                   scale: torch.Tensor | None = None) -> None:
     """Compare a student's result with the reference and explain any difference.
 
@@ -211,7 +274,9 @@ def assert_tensor(got, expected: torch.Tensor, *, what: str,
         what: the call that produced ``got``, as the student would write it.
         mistakes: known wrong answers, ``{explanation: tensor that mistake produces}``.
             When ``got`` matches one (and it differs from ``expected``), its explanation
-            is the hint.
+            is the hint. A value may also be a predicate ``(got, expected) -> bool`` (for a mistake
+            whose result cannot be reproduced exactly, such as a rounding error; see
+            :func:`imprecise_variance`), tried in its turn.
         scale: the magnitude that rounding errors are relative to, broadcastable to
             ``expected`` (e.g. per column). Values are compared after dividing by it, so
             a float32 result is judged by float32 precision of the numbers it came from.
@@ -245,11 +310,61 @@ def assert_tensor(got, expected: torch.Tensor, *, what: str,
              f"  got:      {_preview(got)}",
              f"  largest difference {diff.max().item():.3g} at index {idx}"]
     for explanation, wrong in (mistakes or {}).items():
+        if callable(wrong):
+            if wrong(got, expected):
+                lines.append(f"Likely mistake: {explanation}")
+                break
+            continue
         wrong = wrong.to(expected.dtype)
         if _close(got, wrong, scale) and not _close(wrong, expected, scale):
             lines.append(f"Likely mistake: {explanation}")
             break
     raise CheckFailure("\n".join(lines))
+
+
+def imprecise_variance(x: torch.Tensor, dims, *, shape=None, scale: torch.Tensor | float = 1.0,
+                       what: str = "a channel") -> dict[str, Callable[[torch.Tensor, torch.Tensor], bool]]:
+    """The hint for a variance computed in one pass, ``mean(x**2) - mean(x)**2``, in float32
+    (or a lower precision): a mistake for :func:`assert_tensor`'s ``mistakes``.
+
+    That formula is right on paper, but when the mean of the values is large compared with
+    their spread it subtracts two nearly equal numbers and loses digits: its result is wrong
+    by about ``eps * (mean**2 + var) / var`` where the two-pass formula is right to ``eps``.
+    The hint is given when ``got`` agrees with the expected result at that looser precision
+    (never for float64, where the formula is precise enough).
+
+    Args:
+        x: the values whose variance is taken, reduced over ``dims``: the input, or a view
+            of it such as ``(N, G, -1)`` for group norm, with ``shape`` the shape of the
+            result. The result has one value per element of ``x`` (a normalized output) or
+            one per variance (a running variance).
+        scale: the magnitude the result's rounding errors are relative to (as in
+            :func:`assert_tensor`), multiplied by the loss of precision.
+        what: the group of values one variance is taken over, for the message.
+    """
+    x64 = x.detach().double()
+    mean = x64.mean(dim=dims, keepdim=True)
+    var = x64.var(dim=dims, correction=0, keepdim=True)
+    tiny = torch.finfo(torch.float64).tiny
+    loss = ((mean ** 2 + var) / var.clamp_min(tiny)).clamp_min(1.0)
+    ratio = (mean.abs() / var.sqrt().clamp_min(tiny)).max().item()
+
+    def matches(got: torch.Tensor, expected: torch.Tensor) -> bool:
+        if expected.dtype == torch.float64:
+            return False
+        if loss.numel() == expected.numel():      # one result per variance: running_var
+            loose = loss.reshape(expected.shape)
+        else:                                      # one result per value: an output
+            loose = loss.expand_as(x64).reshape(expected.shape if shape is None else shape)
+        return _close(got, expected, 4 * loose * scale)
+
+    explanation = (f"the values are right to only a few digits, fewer than {str(x.dtype)[6:]} "
+                   f"allows. Is the variance computed as mean(x**2) - mean(x)**2? In "
+                   f"{str(x.dtype)[6:]} that formula loses digits when the mean of {what} is large "
+                   f"compared with its spread (here up to {ratio:.0f} times): it subtracts two "
+                   f"nearly equal numbers. Average the squared deviations instead, "
+                   f"((x - mean)**2).mean(...), or use x.var(..., correction=0).")
+    return {explanation: matches}
 
 
 def _close(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor | None) -> bool:

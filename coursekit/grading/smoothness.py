@@ -64,7 +64,12 @@ def _describe(depth, bn, train_mode) -> str:
 
 def _check_left_alone(model: nn.Module, state: dict, modes: list[bool], what: str) -> None:
     now = model.state_dict()
-    changed = [k for k in state if not torch.equal(state[k], now[k])]
+    # A BatchNorm layer's num_batches_tracked only matters with momentum=None (a cumulative
+    # average); otherwise it is a counter that changes nothing the model computes, and the
+    # notebook asks to restore the parameters, running statistics and mode.
+    counters = {f"{name}.num_batches_tracked" for name, m in model.named_modules()
+                if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.momentum is not None}
+    changed = [k for k in state if k not in counters and not torch.equal(state[k], now[k])]
     if changed:
         raise CheckFailure(f"{what} changed the model: {', '.join(changed[:4])}{' ...' if len(changed) > 4 else ''} "
                            f"differ afterwards. A measurement must leave the model exactly as it was: "
