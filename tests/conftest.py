@@ -1,7 +1,9 @@
 """Shared fixtures: paths of the course, and the solution notebook's code as a student's."""
 from __future__ import annotations
 
+import ast
 import json
+import linecache
 import os
 import shutil
 import subprocess
@@ -34,6 +36,35 @@ def released_course(root: Path, assignment: str = "scaling") -> Path:
     subprocess.run([str(VENV_BIN / "nbgrader"), "generate_assignment", assignment, "--force"], cwd=root,
                    env=tool_env(), check=True, capture_output=True)
     return root
+
+
+def code_cells(assignment: str) -> list[dict]:
+    """The code cells of ``solutions/<assignment>/<assignment>.ipynb``, in order."""
+    nb = json.loads((ROOT / "solutions" / assignment / f"{assignment}.ipynb").read_text())
+    return [c for c in nb["cells"] if c["cell_type"] == "code"]
+
+
+def graded_cells(assignment: str) -> list[tuple[str, str, float]]:
+    """``(grade_id, source, points)`` of each autograded test cell, hidden tests included
+    (as nbgrader runs them when grading: the markers are comments)."""
+    out = []
+    for cell in code_cells(assignment):
+        meta = cell["metadata"].get("nbgrader", {})
+        if meta.get("grade") and not meta.get("solution"):
+            out.append((meta["grade_id"], "".join(cell["source"]), float(meta["points"])))
+    return out
+
+
+def run_cell(source: str, namespace: dict, filename: str):
+    """Run ``source`` as a notebook cell: the value of its last expression, if any. The
+    source is registered in ``linecache`` as IPython does, so a failure shows the line."""
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    tree = ast.parse(source, filename)
+    last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
+    exec(compile(tree, filename, "exec"), namespace)
+    if last is not None:
+        return eval(compile(ast.Expression(last.value), filename, "eval"), namespace)
+    return None
 
 
 def notebook_cells(path: Path) -> dict[str, str]:

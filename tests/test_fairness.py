@@ -14,63 +14,33 @@ from __future__ import annotations
 
 import ast
 import inspect
-import json
-import linecache
 import re
 
 import pytest
 
-from conftest import ROOT
+from conftest import code_cells, graded_cells, run_cell
 
 ASSIGNMENTS = ("batchnorm", "normalization", "dropout", "initialization", "smoothness")
 
 
 # --- running a notebook's autograded cells on a student's code ------------------------------
 
-def _cells(assignment: str) -> list[dict]:
-    nb = json.loads((ROOT / "solutions" / assignment / f"{assignment}.ipynb").read_text())
-    return [c for c in nb["cells"] if c["cell_type"] == "code"]
-
-
-def graded_cells(assignment: str) -> list[tuple[str, str, float]]:
-    """``(grade_id, source, points)`` of each autograded test cell, hidden tests included
-    (as nbgrader runs them when grading: the markers are comments)."""
-    out = []
-    for cell in _cells(assignment):
-        meta = cell["metadata"].get("nbgrader", {})
-        if meta.get("grade") and not meta.get("solution"):
-            out.append((meta["grade_id"], "".join(cell["source"]), float(meta["points"])))
-    return out
-
-
-def _exec(source: str, namespace: dict, filename: str):
-    """Run ``source`` as a notebook cell: the value of its last expression, if any. The
-    source is registered in ``linecache`` as IPython does, so a failure shows the line."""
-    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
-    tree = ast.parse(source, filename)
-    last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
-    exec(compile(tree, filename, "exec"), namespace)
-    if last is not None:
-        return eval(compile(ast.Expression(last.value), filename, "eval"), namespace)
-    return None
-
-
 def student_namespace(assignment: str, answers: dict[str, str], style: str) -> dict:
     """The kernel of a student whose answer cells are the solution's, except ``answers``
     (``{grade_id: source}``), run in the notebook's order."""
     assert set(answers) <= set(answer_cells(assignment)), f"{style}: no such answer cell {set(answers)}"
     namespace: dict = {}
-    for cell in _cells(assignment):
+    for cell in code_cells(assignment):
         meta = cell["metadata"].get("nbgrader", {})
         grade_id = meta.get("grade_id")
         if grade_id == "imports" or meta.get("solution"):
-            _exec(answers.get(grade_id, "".join(cell["source"])), namespace, f"<{style}: cell {grade_id}>")
+            run_cell(answers.get(grade_id, "".join(cell["source"])), namespace, f"<{style}: cell {grade_id}>")
     return namespace
 
 
 def answer_cells(assignment: str) -> list[str]:
     """The grade_ids of the code cells a student writes."""
-    return [c["metadata"]["nbgrader"]["grade_id"] for c in _cells(assignment)
+    return [c["metadata"]["nbgrader"]["grade_id"] for c in code_cells(assignment)
             if c["metadata"].get("nbgrader", {}).get("solution")]
 
 
@@ -638,7 +608,7 @@ def test_a_correct_answer_in_another_style_scores_every_point(assignment, style,
     the fans by the initializers), scores its full points."""
     namespace = student_namespace(assignment, answers, style)
     for grade_id, source, points in graded_cells(assignment):
-        got = _exec(source, namespace, f"<{style}: test cell {grade_id}>")
+        got = run_cell(source, namespace, f"<{style}: test cell {grade_id}>")
         assert got == points, f"{style}: cell {grade_id} scored {got!r} of {points}"
 
 
@@ -658,13 +628,13 @@ def test_the_verdict_does_not_hang_on_the_seeds_of_the_notebook(assignment, styl
     for grade_id, source, points in graded_cells(assignment):
         if "seed" not in inspect.signature(namespace_check(source, namespace)).parameters:
             continue
-        got = _exec(with_seed(source, seed), namespace, f"<{style}: test cell {grade_id}, seed {seed}>")
+        got = run_cell(with_seed(source, seed), namespace, f"<{style}: test cell {grade_id}, seed {seed}>")
         assert got == points, f"{style}: cell {grade_id} with seed {seed} scored {got!r} of {points}"
 
 
 def namespace_check(source: str, namespace: dict):
     """The first check function a test cell calls."""
-    _exec("\n".join(line for line in source.splitlines() if line.startswith("from coursekit")), namespace,
+    run_cell("\n".join(line for line in source.splitlines() if line.startswith("from coursekit")), namespace,
           "<imports of a test cell>")
     return namespace[re.search(r"\b(check_\w+)\(", source).group(1)]
 
@@ -682,4 +652,4 @@ def test_the_table_answers_every_cell_and_hidden_tests_exist(assignment):
 def test_the_solution_itself_scores_every_point(assignment):
     namespace = student_namespace(assignment, {}, f"{assignment}-solution")
     for grade_id, source, points in graded_cells(assignment):
-        assert _exec(source, namespace, f"<solution: test cell {grade_id}>") == points, grade_id
+        assert run_cell(source, namespace, f"<solution: test cell {grade_id}>") == points, grade_id

@@ -17,60 +17,33 @@ from __future__ import annotations
 
 import ast
 import json
-import linecache
 import re
 
 import pytest
 import torch
 
 from coursekit.grading import scaling as checks
-from conftest import ROOT
+from conftest import ROOT, code_cells, graded_cells, run_cell
 
 NOTEBOOK = ROOT / "solutions" / "scaling" / "scaling.ipynb"
 
 
 # --- running the notebook's autograded cells on a student's code ----------------------------
 
-def _code_cells() -> list[dict]:
-    return [c for c in json.loads(NOTEBOOK.read_text())["cells"] if c["cell_type"] == "code"]
-
-
-def graded_cells() -> list[tuple[str, str, float]]:
-    """``(grade_id, source, points)`` of each autograded test cell, hidden tests included
-    (nbgrader runs them when grading: the markers are comments)."""
-    out = []
-    for cell in _code_cells():
-        meta = cell["metadata"].get("nbgrader", {})
-        if meta.get("grade") and not meta.get("solution"):
-            out.append((meta["grade_id"], "".join(cell["source"]), float(meta["points"])))
-    return out
-
-
-def _exec(source: str, namespace: dict, filename: str):
-    """Run ``source`` as a notebook cell and return the value of its last expression."""
-    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
-    tree = ast.parse(source, filename)
-    last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
-    exec(compile(tree, filename, "exec"), namespace)
-    if last is not None:
-        return eval(compile(ast.Expression(last.value), filename, "eval"), namespace)
-    return None
-
-
 def student_namespace(answers: dict[str, str], style: str) -> dict:
     """A student's kernel: the imports cell, then the answer cells, the solution's except
     ``answers`` (``{grade_id: source}``)."""
     namespace: dict = {}
-    for cell in _code_cells():
+    for cell in code_cells("scaling"):
         meta = cell["metadata"].get("nbgrader", {})
         grade_id = meta.get("grade_id")
         if grade_id == "imports" or meta.get("solution"):
-            _exec(answers.get(grade_id, "".join(cell["source"])), namespace, f"<{style}: cell {grade_id}>")
+            run_cell(answers.get(grade_id, "".join(cell["source"])), namespace, f"<{style}: cell {grade_id}>")
     return namespace
 
 
 def answer_cells() -> list[str]:
-    return [c["metadata"]["nbgrader"]["grade_id"] for c in _code_cells()
+    return [c["metadata"]["nbgrader"]["grade_id"] for c in code_cells("scaling")
             if c["metadata"].get("nbgrader", {}).get("solution")]
 
 
@@ -372,7 +345,7 @@ _PART = {"min_max_scaler": "min_max", "standard_scaler": "standard"}
 def _cells_of(answers: dict[str, str]):
     """The graded cells that test the answered classes."""
     parts = {_PART[cell] for cell in answers}
-    return [(gid, src, pts) for gid, src, pts in graded_cells() if any(part in gid for part in parts)]
+    return [(gid, src, pts) for gid, src, pts in graded_cells("scaling") if any(part in gid for part in parts)]
 
 
 @pytest.mark.parametrize("style, answers", STYLES, ids=IDS)
@@ -382,7 +355,7 @@ def test_a_correct_answer_in_another_style_scores_every_point(style, answers):
     cells = _cells_of(answers)
     assert len(cells) == 4 and any("### BEGIN HIDDEN TESTS" in src for _, src, _ in cells)
     for grade_id, source, points in cells:
-        got = _exec(source, namespace, f"<{style}: test cell {grade_id}>")
+        got = run_cell(source, namespace, f"<{style}: test cell {grade_id}>")
         assert got == points, f"{style}: cell {grade_id} scored {got!r} of {points}"
 
 
@@ -390,7 +363,7 @@ def _hidden_calls() -> list[tuple[str, dict]]:
     """The check calls of the hidden test cells, with their keyword arguments (the seeds,
     shapes, dtypes and feature ranges the hidden tests use), read from the notebook."""
     calls = []
-    for grade_id, source, _ in graded_cells():
+    for grade_id, source, _ in graded_cells("scaling"):
         if "### BEGIN HIDDEN TESTS" not in source:
             continue
         for node in ast.walk(ast.parse(source)):
@@ -427,8 +400,8 @@ def test_the_table_answers_every_cell():
 
 def test_the_solution_itself_scores_every_point():
     namespace = student_namespace({}, "solution")
-    for grade_id, source, points in graded_cells():
-        assert _exec(source, namespace, f"<solution: test cell {grade_id}>") == points, grade_id
+    for grade_id, source, points in graded_cells("scaling"):
+        assert run_cell(source, namespace, f"<solution: test cell {grade_id}>") == points, grade_id
 
 
 STANDARD_ONE_PASS = STANDARD_VAR_UNBIASED_FALSE.replace(
