@@ -5,10 +5,11 @@ Each row of :data:`STYLES` is a student's correct answer to some of an assignmen
 written the way students write them: float64 inside and cast back, ``torch.var_mean``,
 ``rsqrt``, ``lerp_`` for the running statistics, ``unbiased=False`` instead of
 ``correction=0``, reductions over a tuple of dimensions or after a reshape, another but
-equivalent formula for a backward pass, another way to draw a random mask. The test runs
-that answer (with the instructor's solution for the other cells) through every autograded
-cell of ``solutions/<assignment>`` that uses it, hidden tests included, exactly as nbgrader
-would, and asserts that each cell scores its full points.
+equivalent formula for a backward pass or a variance (in one pass, ``mean(x**2) -
+mean(x)**2``), another way to draw a random mask. The test runs that answer (with the
+instructor's solution for the other cells) through every autograded cell of
+``solutions/<assignment>`` that uses it, hidden tests included, exactly as nbgrader would,
+and asserts that each cell scores its full points.
 """
 from __future__ import annotations
 
@@ -325,6 +326,58 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
     return out
 '''
 
+LAYER_NORM_ONE_PASS = '''
+def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
+    """The variance in one pass, mean(x**2) - mean(x)**2, in the input's dtype: right on paper,
+    a few digits short in float32 when an example's mean is large compared with its spread."""
+    if isinstance(normalized_shape, int):
+        normalized_shape = (normalized_shape,)
+    dims = [input.dim() - 1 - i for i in range(len(normalized_shape))]
+    mean = input.mean(dim=dims, keepdim=True)
+    var = (input * input).mean(dim=dims, keepdim=True) - mean * mean
+    out = (input - mean) / torch.sqrt(var + eps)
+    if weight is not None:
+        out = out * weight
+    if bias is not None:
+        out = out + bias
+    return out
+'''
+
+INSTANCE_NORM_ONE_PASS = '''
+def instance_norm(input, weight=None, bias=None, eps=1e-5):
+    """Sums over a (N, C, positions) view, the variance in one pass, in the input's dtype."""
+    N, C = input.shape[:2]
+    x = input.reshape(N, C, -1)
+    m = x.shape[2]
+    mean = x.sum(dim=2, keepdim=True) / m
+    var = (x ** 2).sum(dim=2, keepdim=True) / m - mean ** 2
+    out = ((x - mean) / torch.sqrt(var + eps)).reshape(input.shape)
+    view = (1, C) + (1,) * (input.dim() - 2)
+    if weight is not None:
+        out = out * weight.reshape(view)
+    if bias is not None:
+        out = out + bias.reshape(view)
+    return out
+'''
+
+GROUP_NORM_ONE_PASS = '''
+def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
+    """The variance in one pass per (example, group), E[x**2] - E[x]**2, in the input's dtype."""
+    N, C = input.shape[:2]
+    if C % num_groups != 0:
+        raise ValueError(f"num_channels ({C}) must be divisible by num_groups ({num_groups})")
+    x = input.reshape(N, num_groups, -1)
+    mean = x.mean(dim=-1, keepdim=True)
+    var = x.pow(2).mean(dim=-1, keepdim=True) - mean.pow(2)
+    out = ((x - mean) / torch.sqrt(var + eps)).reshape(input.shape)
+    view = [1, C] + [1] * (input.dim() - 2)
+    if weight is not None:
+        out = out * weight.view(view)
+    if bias is not None:
+        out = out + bias.view(view)
+    return out
+'''
+
 DROPOUT_BERNOULLI = '''
 def dropout(input, p=0.5, training=True, generator=None):
     """The mask from bernoulli_ on a tensor like the input, the scale as a factor."""
@@ -584,6 +637,9 @@ STYLES = [
     ("normalization", "instance_norm-tuple-dims-indexing", {"instance_norm": INSTANCE_NORM_TUPLE}),
     ("normalization", "group_norm-float64-5d-view", {"group_norm": GROUP_NORM_FLOAT64}),
     ("normalization", "group_norm-rows-unbiased-False", {"group_norm": GROUP_NORM_ROWS}),
+    ("normalization", "layer_norm-one-pass-variance-float32", {"layer_norm": LAYER_NORM_ONE_PASS}),
+    ("normalization", "instance_norm-one-pass-variance-float32", {"instance_norm": INSTANCE_NORM_ONE_PASS}),
+    ("normalization", "group_norm-one-pass-variance-float32", {"group_norm": GROUP_NORM_ONE_PASS}),
     ("dropout", "bernoulli_-scale-factor", {"dropout": DROPOUT_BERNOULLI}),
     ("dropout", "rand-less-than-keep-where", {"dropout": DROPOUT_WHERE}),
     ("dropout", "torch.bernoulli-masked_fill", {"dropout": DROPOUT_BERNOULLI_FN}),

@@ -48,7 +48,8 @@ import torch
 from torch.testing import assert_close as _assert_close  # kept private: see integrity below
 
 __all__ = ["check", "check_own_work", "quiet", "call", "student_line", "expect_value_error", "forbid",
-           "assert_tensor", "imprecise_variance", "CheckFailure"]
+           "assert_tensor", "exact", "precision_scale", "precision_mistakes",
+           "CheckFailure"]
 
 
 class CheckFailure(AssertionError):
@@ -276,7 +277,7 @@ def assert_tensor(got, expected: torch.Tensor, *, what: str,
             When ``got`` matches one (and it differs from ``expected``), its explanation
             is the hint. A value may also be a predicate ``(got, expected) -> bool`` (for a mistake
             whose result cannot be reproduced exactly, such as a rounding error; see
-            :func:`imprecise_variance`), tried in its turn.
+            :func:`precision_mistakes`), tried in its turn.
         scale: the magnitude that rounding errors are relative to, broadcastable to
             ``expected`` (e.g. per column). Values are compared after dividing by it, so
             a float32 result is judged by float32 precision of the numbers it came from.
@@ -322,51 +323,6 @@ def assert_tensor(got, expected: torch.Tensor, *, what: str,
     raise CheckFailure("\n".join(lines))
 
 
-def imprecise_variance(x: torch.Tensor, dims, *, shape=None, scale: torch.Tensor | float = 1.0,
-                       what: str = "a channel") -> dict[str, Callable[[torch.Tensor, torch.Tensor], bool]]:
-    """The hint for a variance computed in one pass, ``mean(x**2) - mean(x)**2``, in float32
-    (or a lower precision): a mistake for :func:`assert_tensor`'s ``mistakes``.
-
-    That formula is right on paper, but when the mean of the values is large compared with
-    their spread it subtracts two nearly equal numbers and loses digits: its result is wrong
-    by about ``eps * (mean**2 + var) / var`` where the two-pass formula is right to ``eps``.
-    The hint is given when ``got`` agrees with the expected result at that looser precision
-    (never for float64, where the formula is precise enough).
-
-    Args:
-        x: the values whose variance is taken, reduced over ``dims``: the input, or a view
-            of it such as ``(N, G, -1)`` for group norm, with ``shape`` the shape of the
-            result. The result has one value per element of ``x`` (a normalized output) or
-            one per variance (a running variance).
-        scale: the magnitude the result's rounding errors are relative to (as in
-            :func:`assert_tensor`), multiplied by the loss of precision.
-        what: the group of values one variance is taken over, for the message.
-    """
-    x64 = x.detach().double()
-    mean = x64.mean(dim=dims, keepdim=True)
-    var = x64.var(dim=dims, correction=0, keepdim=True)
-    tiny = torch.finfo(torch.float64).tiny
-    loss = ((mean ** 2 + var) / var.clamp_min(tiny)).clamp_min(1.0)
-    ratio = (mean.abs() / var.sqrt().clamp_min(tiny)).max().item()
-
-    def matches(got: torch.Tensor, expected: torch.Tensor) -> bool:
-        if expected.dtype == torch.float64:
-            return False
-        if loss.numel() == expected.numel():      # one result per variance: running_var
-            loose = loss.reshape(expected.shape)
-        else:                                      # one result per value: an output
-            loose = loss.expand_as(x64).reshape(expected.shape if shape is None else shape)
-        return _close(got, expected, 4 * loose * scale)
-
-    explanation = (f"the values are right to only a few digits, fewer than {str(x.dtype)[6:]} "
-                   f"allows. Is the variance computed as mean(x**2) - mean(x)**2? In "
-                   f"{str(x.dtype)[6:]} that formula loses digits when the mean of {what} is large "
-                   f"compared with its spread (here up to {ratio:.0f} times): it subtracts two "
-                   f"nearly equal numbers. Average the squared deviations instead, "
-                   f"((x - mean)**2).mean(...), or use x.var(..., correction=0).")
-    return {explanation: matches}
-
-
 def _close(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor | None) -> bool:
     if a.shape != b.shape:
         return False
@@ -379,3 +335,39 @@ def _close(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor | None) -> bool
     except AssertionError:
         return False
     return True
+
+
+def exact(fn, *args, **kwargs):
+    """The reference computed in float64 and rounded to the dtype of the first tensor: the
+    right answer, without the rounding errors of a float32 computation (a student's float32
+    answer has its own; a float64 computation cast back has none)."""
+    dtype = next(a.dtype for a in args if isinstance(a, torch.Tensor))
+    as64 = [a.detach().to(torch.float64, copy=True) if isinstance(a, torch.Tensor) else a for a in args]
+    out = fn(*as64, **kwargs)
+    if isinstance(out, tuple):
+        return tuple(o if o is None else o.to(dtype) for o in out)
+    return out.to(dtype)
+
+
+def precision_scale(x, dims, keepdim=True):
+    """How many times a float32 result's rounding errors exceed float32's own precision,
+    per channel: ``(mean**2 + var) / var``. A normalized value is computed from values of
+    magnitude up to sqrt(mean**2 + var); its variance, in one pass (mean(x**2) - mean(x)**2,
+    a correct formula), from squares of that size, which loses digits when a channel's mean
+    is large compared with its spread. 1 in float64, where no data of the checks comes close."""
+    if x.dtype == torch.float64:
+        return torch.ones((), dtype=torch.float64)
+    x64 = x.double()
+    var, mean = torch.var_mean(x64, dim=dims, correction=0, keepdim=keepdim)
+    return ((mean ** 2 + var) / (var + 1e-5)).clamp_min(1.0)
+
+
+def precision_mistakes(x, dtypes, mistakes: dict) -> dict:
+    """The mistakes to recognise in a result for ``x``. In a lower precision, after the same
+    values passed in float64, a formula mistake is ruled out: only digits can be lost."""
+    if x.dtype != torch.float64 and torch.float64 in dtypes:
+        return {f"the same input in float64 gave the right values, so this {x.dtype} result lost "
+                f"more digits than {x.dtype} allows. Look for a conversion to a lower precision "
+                f"(.half(), .bfloat16()) or a subtraction of nearly equal large numbers.":
+                lambda got, expected: True}
+    return mistakes

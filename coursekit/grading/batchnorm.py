@@ -21,7 +21,8 @@ from typing import Sequence
 import torch
 
 from coursekit import norm as _reference
-from coursekit.grading import CheckFailure, assert_tensor, call, check_own_work
+from coursekit.grading import (CheckFailure, assert_tensor, call, check_own_work, exact, precision_mistakes,
+                               precision_scale)
 
 __all__ = ["check_batch_norm_train", "check_batch_norm_running_stats", "check_batch_norm_eval",
            "check_batch_norm_backward"]
@@ -62,42 +63,6 @@ def _cases(seed, shapes, dtypes, min_values=2):
         case = [t.to(lowest) for t in _case(shape, gen)]
         for dtype in sorted(dtypes, key=lambda d: d != torch.float64):
             yield [t.to(dtype) for t in case]
-
-
-def _exact(fn, *args, **kwargs):
-    """The reference computed in float64 and rounded to the dtype of the first tensor: the
-    right answer, without the rounding errors of a float32 computation (a student's float32
-    answer has its own; a float64 computation cast back has none)."""
-    dtype = next(a.dtype for a in args if isinstance(a, torch.Tensor))
-    as64 = [a.detach().to(torch.float64, copy=True) if isinstance(a, torch.Tensor) else a for a in args]
-    out = fn(*as64, **kwargs)
-    if isinstance(out, tuple):
-        return tuple(o if o is None else o.to(dtype) for o in out)
-    return out.to(dtype)
-
-
-def _precision(x, dims, keepdim=True):
-    """How many times a float32 result's rounding errors exceed float32's own precision,
-    per channel: ``(mean**2 + var) / var``. A normalized value is computed from values of
-    magnitude up to sqrt(mean**2 + var); its variance, in one pass (mean(x**2) - mean(x)**2,
-    a correct formula), from squares of that size, which loses digits when a channel's mean
-    is large compared with its spread. 1 in float64, where no data of the checks comes close."""
-    if x.dtype == torch.float64:
-        return torch.ones((), dtype=torch.float64)
-    x64 = x.double()
-    var, mean = torch.var_mean(x64, dim=dims, correction=0, keepdim=keepdim)
-    return ((mean ** 2 + var) / (var + 1e-5)).clamp_min(1.0)
-
-
-def _likely(x, dtypes, mistakes: dict) -> dict:
-    """The mistakes to recognise in a result for ``x``. In a lower precision, after the same
-    values passed in float64, a formula mistake is ruled out: only digits can be lost."""
-    if x.dtype != torch.float64 and torch.float64 in dtypes:
-        return {f"the same input in float64 gave the right values, so this {x.dtype} result lost "
-                f"more digits than {x.dtype} allows. Look for a conversion to a lower precision "
-                f"(.half(), .bfloat16()) or a subtraction of nearly equal large numbers.":
-                lambda got, expected: True}
-    return mistakes
 
 
 def _describe(x, **options) -> str:
@@ -239,20 +204,20 @@ def check_batch_norm_train(batch_norm, *, seed: int = 0,
     """Training-mode output: per-channel batch mean and biased variance, eps inside the
     square root, gamma and beta (also ``None``), dtype and shape kept."""
     for x, weight, bias, rm, rv, _ in _cases(seed, shapes, dtypes):
-        precision = _precision(x, _dims(x))
+        precision = precision_scale(x, _dims(x))
         for eps in eps_values:
             what = _describe(x, training=True, eps=eps)
             got = call(batch_norm, x.clone(), rm.clone(), rv.clone(), weight, bias,
                        training=True, momentum=0.1, eps=eps, what=what, hint=_SHAPES_HINT)
-            expected = _exact(_ref_forward, x, rm, rv, weight, bias, training=True, eps=eps)
+            expected = exact(_ref_forward, x, rm, rv, weight, bias, training=True, eps=eps)
             assert_tensor(got, expected, what=what, scale=(precision * _view(weight.abs(), x)).clamp_min(1.0),
-                          mistakes=_likely(x, dtypes, _forward_mistakes(x, weight, bias, eps)))
+                          mistakes=precision_mistakes(x, dtypes, _forward_mistakes(x, weight, bias, eps)))
         what = _describe(x, training=True, weight=None, bias=None)
         got = call(batch_norm, x.clone(), None, None, None, None, training=True, what=what,
                    hint="weight=None means gamma = 1 and bias=None means beta = 0 (skip them), "
                         "and running_mean=None / running_var=None mean: do not track statistics.")
-        assert_tensor(got, _exact(_ref_forward, x, None, None, training=True), what=what, scale=precision,
-                      mistakes=_likely(x, dtypes, _forward_mistakes(x, None, None, 1e-5)))
+        assert_tensor(got, exact(_ref_forward, x, None, None, training=True), what=what, scale=precision,
+                      mistakes=precision_mistakes(x, dtypes, _forward_mistakes(x, None, None, 1e-5)))
 
 
 @_checks("batch_norm")
@@ -273,12 +238,12 @@ def check_batch_norm_running_stats(batch_norm, *, seed: int = 0,
             ref_mean, ref_var = rm.to(torch.float64, copy=True), rv.to(torch.float64, copy=True)
             _ref_forward(x.double(), ref_mean, ref_var, weight.double(), bias.double(), training=True,
                          momentum=momentum)
-            assert_tensor(got_mean, ref_mean.to(x.dtype), what=f"running_mean after {what}", mistakes=_likely(
+            assert_tensor(got_mean, ref_mean.to(x.dtype), what=f"running_mean after {what}", mistakes=precision_mistakes(
                 x, dtypes, _running_mistakes(x, rm, batch_mean, batch_mean, momentum, "running_mean")))
             # the batch variance is computed from squares of size mean**2 + var
-            scale = (momentum * unbiased * _precision(x, dims, keepdim=False)).clamp_min(1.0)
+            scale = (momentum * unbiased * precision_scale(x, dims, keepdim=False)).clamp_min(1.0)
             assert_tensor(got_var, ref_var.to(x.dtype), what=f"running_var after {what}", scale=scale,
-                          mistakes=_likely(x, dtypes, _running_mistakes(x, rv, batch_var, unbiased,
+                          mistakes=precision_mistakes(x, dtypes, _running_mistakes(x, rv, batch_var, unbiased,
                                                                         momentum, "running_var")))
 
 
@@ -315,8 +280,8 @@ def check_batch_norm_eval(batch_norm, *, seed: int = 0,
             got_mean, got_var = rm.clone(), rv.clone()
             got = call(batch_norm, x.clone(), got_mean, got_var, weight, bias, training=False,
                        eps=eps, what=what, hint=_SHAPES_HINT)
-            assert_tensor(got, _exact(_ref_forward, x, rm, rv, weight, bias, training=False, eps=eps),
-                          what=what, mistakes=_likely(x, dtypes, _eval_mistakes(x, weight, bias, rm, rv, eps)))
+            assert_tensor(got, exact(_ref_forward, x, rm, rv, weight, bias, training=False, eps=eps),
+                          what=what, mistakes=precision_mistakes(x, dtypes, _eval_mistakes(x, weight, bias, rm, rv, eps)))
             for got_stat, stat, name in ((got_mean, rm, "running_mean"), (got_var, rv, "running_var")):
                 if not torch.equal(got_stat, stat):
                     raise CheckFailure(f"{what} changed {name}. In evaluation mode the running "
@@ -335,19 +300,19 @@ def check_batch_norm_backward(batch_norm_backward, *, seed: int = 0,
             raise CheckFailure(f"{what} must return a tuple (grad_input, grad_weight, grad_bias), "
                                f"got {type(got).__name__}"
                                + (f" of length {len(got)}" if isinstance(got, (tuple, list)) else ""))
-        expected = _exact(_ref_backward, grad, x, weight)
+        expected = exact(_ref_backward, grad, x, weight)
         dims = _dims(x)
         inv_std = torch.rsqrt(x.var(dims, correction=0) + 1e-5)
         x_hat = (x - _view(x.mean(dims), x)) * _view(inv_std, x)
         # rounding errors are relative to the size of the terms each result is made of, and
         # to the digits a float32 variance loses (see _precision)
-        precision = _precision(x, dims)
+        precision = precision_scale(x, dims)
         scale = (grad.abs().amax() * weight.abs().amax() * inv_std.amax()).clamp_min(1.0) * precision
         assert_tensor(got[0], expected[0], what=f"grad_input of {what}", scale=scale,
-                      mistakes=_likely(x, dtypes, _backward_mistakes(grad, x, weight, 1e-5)))
+                      mistakes=precision_mistakes(x, dtypes, _backward_mistakes(grad, x, weight, 1e-5)))
         assert_tensor(got[1], expected[1], what=f"grad_weight of {what}",
                       scale=((grad.abs() * x_hat.abs()).sum(dims) * precision.reshape(-1)).clamp_min(1.0),
-                      mistakes=_likely(x, dtypes, {
+                      mistakes=precision_mistakes(x, dtypes, {
                           "grad_weight is sum(grad_output * x_hat) over every dimension except the "
                           "channels; it does not include weight itself.": expected[1] * weight}))
         assert_tensor(got[2], expected[2], what=f"grad_bias of {what}",
@@ -358,5 +323,5 @@ def check_batch_norm_backward(batch_norm_backward, *, seed: int = 0,
         if not (isinstance(got, tuple) and len(got) == 3 and got[1] is None and got[2] is None):
             raise CheckFailure(f"{what} must return (grad_input, None, None): without weight "
                                f"there are no affine parameters to differentiate.")
-        assert_tensor(got[0], _exact(_ref_backward, grad, x, None)[0], what=f"grad_input of {what}",
-                      scale=scale, mistakes=_likely(x, dtypes, _backward_mistakes(grad, x, None, 1e-5)))
+        assert_tensor(got[0], exact(_ref_backward, grad, x, None)[0], what=f"grad_input of {what}",
+                      scale=scale, mistakes=precision_mistakes(x, dtypes, _backward_mistakes(grad, x, None, 1e-5)))
