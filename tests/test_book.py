@@ -225,3 +225,101 @@ def test_a_downloaded_chapter_runs_as_a_plain_notebook_with_the_scale_knob(site,
     assert sum("image/png" in o.get("data", {}) for o in outputs) >= 5
     text = _text_outputs(notebook)
     assert "after 15000 steps" in text and "after 30000 steps" not in text, "COURSEKIT_SCALE=0.5 was not applied"
+
+
+# ---------------------------------------------------------------------------------------------
+# The downloadable notebooks, as readers open them in Jupyter: each output once, and Markdown
+# without MyST syntax (citations as author–year text, with a References list)
+
+def _downloaded(site, name):
+    import nbformat
+    return nbformat.read(site / "_sources" / f"{name}.ipynb", as_version=4)
+
+
+def _markdown(notebook) -> list[str]:
+    return [cell.source for cell in notebook.cells if cell.cell_type == "markdown"]
+
+
+@pytest.mark.parametrize("name", CHAPTERS)
+def test_downloaded_notebook_markdown_has_no_myst_syntax(site, name):
+    for source in _markdown(_downloaded(site, name)):
+        for pattern in (r"\{[a-z:]+\}`", r"```\{", r":::\{", r"^\([\w-]+\)=\s*$"):
+            found = re.search(pattern, source, flags=re.M)
+            assert not found, f"the downloadable {name}.ipynb shows MyST syntax as text: {found[0]!r} in\n{source[:400]}"
+
+
+def _author_year(entry) -> tuple[str, str]:
+    """("Ioffe and Szegedy", "2015"): last names as the book cites them (independent of
+    tools/sphinx_course.py): one author, two joined by "and", else the first "et al."."""
+    persons = entry.persons.get("author") or entry.persons.get("editor")
+    last = [" ".join(str(n) for n in p.rich_prelast_names + p.rich_last_names) for p in persons]
+    names = last[0] if len(last) == 1 else " and ".join(last) if len(last) == 2 else f"{last[0]} et al."
+    return names, entry.fields["year"]
+
+
+@pytest.mark.parametrize("name", CHAPTERS)
+def test_downloaded_notebook_cites_by_author_and_year_and_lists_its_references(site, name):
+    import pybtex.database
+
+    bib = pybtex.database.parse_file(str(ROOT / "references.bib"))
+    cited = cited_keys((ROOT / f"{name}.md").read_text())
+    markdown = _markdown(_downloaded(site, name))
+    text = " ".join(" ".join(markdown[:-1]).split())
+    references = markdown[-1]
+    assert references.startswith("## References\n"), f"{name}.ipynb does not end with its References"
+    items = [line for line in references.splitlines() if line.startswith("- ")]
+    assert len(items) == len(cited), f"{name}.ipynb lists {len(items)} references for {len(cited)} works cited"
+    page = " ".join(re.sub(r"<[^>]+>", "", (site / f"{name}.html").read_text()).split())
+    for key in sorted(cited):
+        names, year = _author_year(bib.entries[key])
+        assert f"{names} ({year})" in text or f"{names}, {year}" in text, \
+            f"{name}.ipynb does not cite {key} as {names} ({year}) or ({names}, {year})"
+        assert names in page, f"the page {name} does not cite {key} as {names}: update this test"
+        first = names.split(" and ")[0].removesuffix(" et al.")
+        assert any(first in item and year in item for item in items), f"{name}.ipynb lists no reference for {key}"
+
+
+def _stdout(cell) -> str:
+    return "".join(o.get("text", "") for o in cell.get("outputs", [])
+                   if o.get("output_type") == "stream" and o.get("name") == "stdout")
+
+
+@pytest.mark.parametrize("name", CHAPTERS)
+def test_downloaded_notebook_prints_each_line_once(site, name):
+    """The download's printed text of each cell is the run's, as nbclient recorded it in the
+    execution cache (myst-nb's merge_streams merges it for the page, in place, and used to
+    leave the originals after the merged text); over the chapter, each line appears as many
+    times as on the page."""
+    import importlib.util
+
+    import nbformat
+    from jupyter_cache import get_cache
+
+    spec = importlib.util.spec_from_file_location("sphinx_course", ROOT / "tools" / "sphinx_course.py")
+    course = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(course)
+    download = _downloaded(site, name)
+    executed = nbformat.read(site.parent / "jupyter_execute" / f"{name}.ipynb", as_version=4)
+    for cell in executed.cells:
+        if cell.cell_type == "code":
+            cell.outputs = []
+    _, run = get_cache(site.parent / ".jupyter_cache").merge_match_into_notebook(executed)
+    code = [c for c in download.cells if c.cell_type == "code"]
+    ran = [c for c in run.cells if c.cell_type == "code"]
+    assert [c.source for c in code] == [c.source for c in ran]
+    for cell, reference in zip(code, ran):
+        assert _stdout(cell) == course.overwrite_chars(_stdout(reference)), \
+            f"{name}.ipynb: the printed text of a cell differs from the run's:\n{cell.source[:300]}"
+        streams = [o.get("name") for o in cell.outputs if o.get("output_type") == "stream"]
+        assert all(a != b for a, b in zip(streams, streams[1:])), f"{name}.ipynb: a stream split in two"
+    html = (site / f"{name}.html").read_text()
+    shown = "".join(html_unescape(re.sub(r"<[^>]+>", "", block)) + "\n" for block in
+                    re.findall(r'<div class="output stream[^"]*"><div class="highlight"><pre>(.*?)</pre>', html, flags=re.S))
+    lines = lambda text: sorted(line.rstrip() for line in text.splitlines() if line.strip())  # noqa: E731
+    assert lines("".join(_stdout(c) + "\n" for c in code)) == lines(shown), \
+        f"{name}.ipynb does not print what its page shows, each line as many times"
+
+
+def html_unescape(text: str) -> str:
+    import html as html_module
+    return html_module.unescape(text)
