@@ -313,6 +313,21 @@ except MemoryError:
     raise
 '''
 
+HOARD = r'''
+import os as _os, time as _time
+_kids = []
+for _ in range(3):                          # 3 x 2 GiB: each process is under its 4 GiB of address space
+    _pid = _os.fork()
+    if _pid == 0:
+        _block = bytearray(2 << 30)
+        for _i in range(0, len(_block), 4096):
+            _block[_i] = 1
+        _time.sleep(1)
+        _os._exit(0)
+    _kids.append(_pid)
+print("HOARD children ended with", sorted(_os.waitpid(_k, 0)[1] for _k in _kids))
+'''
+
 FORKBOMB = r'''
 import os as _os, threading as _threading, time as _time
 _threading.stack_size(256 * 1024)          # small stacks: the process limit, not memory, stops it
@@ -361,6 +376,7 @@ ATTACKS = {
     "vandal": (VANDAL, False),
     "network": (NETWORK, False),
     "hog": (HOG, False),
+    "hoard": (HOARD, False),
     "forkbomb": (FORKBOMB, False),
 }
 STUDENTS = sorted([*ATTACKS, "unchanged"])
@@ -550,7 +566,7 @@ def test_every_student_is_accounted_for(run):
     assert set(run["results"]) == set(STUDENTS)
     assert set(run["status"]) == set(STUDENTS), "status.csv must list every student, and no one else"
     for student in STUDENTS:
-        if student not in ("hog", "forkbomb"):
+        if student not in ("hog", "hoard", "forkbomb"):
             assert run["results"][student].status == "graded", run["results"][student]
     assert not list((run["course"] / "reports" / ".work").glob("grade-*")), "a shard was left behind"
 
@@ -685,6 +701,18 @@ def test_memory_limit(run):
         assert "HOG could not allocate 8 GiB" in out and "HOG allocated 8 GiB" not in out, out[-2000:]
 
 
+def test_memory_limit_holds_for_all_the_kernels_processes_together(run):
+    """Three processes of 2 GiB each: every one is within its address space, together they
+    exceed the kernel's 4 GiB (a memory cgroup, when grading runs as root)."""
+    if os.geteuid() != 0:
+        pytest.skip("the memory of all a kernel's processes is bounded by a cgroup, made when grading runs as root")
+    hoard = run["results"]["hoard"]
+    assert hoard.status in ("graded", "failed") and "memory limit 4 GiB reached" in hoard.reason, hoard
+    if hoard.status == "graded":
+        ended = re.search(r"HOARD children ended with \[(.*)\]", graded_outputs(run, "hoard")).group(1)
+        assert "9" in ended.split(", "), ended     # SIGKILL from the out-of-memory killer
+
+
 def test_process_limit(run):
     bomb = run["results"]["forkbomb"]
     assert bomb.status == "graded" and "process limit 512 reached" in bomb.reason, bomb
@@ -693,7 +721,7 @@ def test_process_limit(run):
     forks = int(re.search(r"FORKBOMB forked (\d+) processes", out).group(1))
     assert threads < 512 and forks < 512, (threads, forks)   # 3000 and 1500 were asked for
     for student in STUDENTS:
-        if student not in ("hog", "forkbomb"):
+        if student not in ("hog", "hoard", "forkbomb"):
             assert run["results"][student].status == "graded", run["results"][student]
 
 

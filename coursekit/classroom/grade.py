@@ -295,7 +295,8 @@ def _grade(course: Path, assignment: str, results: list[Submission], notebooks: 
             log.close()
     by_student = {s.student: s for s in results}
     for i, shard, shard_students, _, _ in running:
-        _collect_shard(course, assignment, notebooks, i, shard, shard_students, by_student, progress, limits)
+        _collect_shard(course, assignment, notebooks, i, shard, shard_students, by_student, progress, limits,
+                       _memory_killed(kernels, shard))
     if interrupted is not None:
         for s in results:
             if s.status == "failed" and s.student in todo:
@@ -303,7 +304,22 @@ def _grade(course: Path, assignment: str, results: list[Submission], notebooks: 
         raise interrupted
 
 
-def _collect_shard(course, assignment, notebooks, i, shard, shard_students, by_student, progress, limits):
+def _memory_killed(kernels: Path, shard: Path) -> set[str]:
+    """The students of a shard some of whose kernel's processes the memory cgroup killed
+    (the sandbox's provisioner writes them down: it ran in nbgrader, outside the kernel)."""
+    events = kernels / sandbox.EVENTS
+    if not events.exists():
+        return set()
+    killed = set()
+    for line in events.read_text().splitlines():
+        cwd = Path(json.loads(line)["cwd"])   # <shard>/autograded/<student>/<assignment>
+        if cwd.parent.parent.parent == shard:
+            killed.add(cwd.parent.name)
+    return killed
+
+
+def _collect_shard(course, assignment, notebooks, i, shard, shard_students, by_student, progress, limits,
+                   memory_killed=frozenset()):
     """Verify a finished shard's students outside the kernel, merge the complete ones."""
     log_text = (shard / "autograde.log").read_text(errors="replace")
     log_dir = reports_dir(course, assignment) / "logs"
@@ -317,6 +333,8 @@ def _collect_shard(course, assignment, notebooks, i, shard, shard_students, by_s
             flagged[student] = "; ".join(problems)
         outputs = "\n".join(_outputs_text(shard / "autograded" / student / assignment / n) for n in notebooks)
         limit = _limit_hit(outputs, limits)
+        if student in memory_killed:
+            limit = limits.describe()["memory"] + " reached (processes of the kernel were killed)"
         if limit:
             by_student[student].reason = f"{limit} while running the notebook"
     ok = [student for student in done if student not in flagged]
@@ -336,4 +354,6 @@ def _collect_shard(course, assignment, notebooks, i, shard, shard_students, by_s
             sub.status = "graded"
         else:
             sub.status, sub.reason = "failed", _failure_reason(log_text, student, limits)
+            if student in memory_killed and "memory limit" not in sub.reason:
+                sub.reason = f"{limits.describe()['memory']} reached: {sub.reason}"
             progress(f"{student}: failed, {sub.reason}")

@@ -22,7 +22,8 @@ What the kernel sees and can do:
   ``exercises/``, other students, nor the instructor's home;
 - no network (its own empty network namespace), its own PID namespace (the kernel is
   PID 1: when it stops, everything it started is killed), uid 65534 (nobody);
-- limits: address space (``memory``), processes and threads, the size of one file,
+- limits: memory (each process's address space, and all its processes together in a
+  memory cgroup when grading runs as root), processes and threads, the size of one file,
   the scratch folder's size, open files.
 
 The kernel talks to nbclient over ZeroMQ's IPC transport, through sockets in a private
@@ -43,6 +44,7 @@ from pathlib import Path
 
 KERNEL_NAME = "coursekit-sandbox"
 KERNELS_DIR_ENV = "COURSEKIT_KERNELS_DIR"   # where each kernel's private folder (sockets) is made
+EVENTS = "events.jsonl"   # in it: what the provisioner saw (a kernel's processes killed for memory)
 PROVISIONER = "coursekit-sandbox"
 SANDBOX_UID = 65534          # nobody
 HOME = "/home/student"
@@ -81,8 +83,10 @@ class Limits:
     """What one student's kernel may use.
 
     Args:
-        memory: address space of each process (``RLIMIT_AS``), default ``"4G"``.
-        processes: processes and threads (``RLIMIT_NPROC``), default 512.
+        memory: address space of each process (``RLIMIT_AS``) and, when grading runs as root,
+            the memory of all the kernel's processes together (a memory cgroup), default ``"4G"``.
+        processes: processes and threads (``RLIMIT_NPROC``, or a pids cgroup when grading
+            runs as root), default 512.
         file_size: the largest file it may write (``RLIMIT_FSIZE``), default ``"256M"``.
         scratch: size of its private scratch folder (a tmpfs), default ``"512M"``.
         open_files: open file descriptors (``RLIMIT_NOFILE``), default 1024.
@@ -177,38 +181,69 @@ def bwrap_command(bwrap: str, limits: Limits, *, private: Path, scratch_name: st
     return args
 
 
-def _pids_hierarchy() -> Path | None:
-    """Where a pids cgroup can be made: the v1 ``pids`` mount, or a v2 mount that offers it."""
-    for line in Path("/proc/self/mounts").read_text().splitlines():
-        fields = line.split()
+def _own_cgroup(controller: str) -> Path | None:
+    """Where this process's cgroup of ``controller`` is: its v1 hierarchy's mount joined with
+    the path in /proc/self/cgroup, or the v2 one's when that offers the controller."""
+    mounts = [line.split() for line in Path("/proc/self/mounts").read_text().splitlines()]
+    paths = {}
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        for name in controllers.split(",") if controllers else ["<v2>"]:
+            paths[name] = path.lstrip("/")
+    for fields in mounts:
         if len(fields) < 4:
             continue
         mount, kind, options = Path(fields[1]), fields[2], fields[3].split(",")
-        if kind == "cgroup" and "pids" in options:
-            return mount
-        control = mount / "cgroup.subtree_control"
-        if kind == "cgroup2" and control.exists() and "pids" in control.read_text().split():
-            return mount
+        if kind == "cgroup" and controller in options and controller in paths:
+            return mount / paths[controller]
+        if kind == "cgroup2" and "<v2>" in paths:
+            own = mount / paths["<v2>"]
+            control = own / "cgroup.subtree_control"
+            if control.exists() and controller in control.read_text().split():
+                return own
     return None
 
 
-def pids_cgroup(name: str, limit: int) -> Path | None:
-    """A new pids cgroup holding at most ``limit`` processes and threads, or None where none
-    can be made (not root, no pids controller).
+#: per controller: the file that sets the limit, v1 then v2
+_LIMIT_FILES = {"pids": ("pids.max", "pids.max"), "memory": ("memory.limit_in_bytes", "memory.max")}
 
-    ``RLIMIT_NPROC`` does not bind a process whose user is root outside the sandbox, so
-    when grading runs as root the process limit is this cgroup's ``pids.max``."""
-    hierarchy = _pids_hierarchy() if os.geteuid() == 0 else None
-    if hierarchy is None:
-        return None
-    group = hierarchy / name
-    try:
-        group.mkdir()
-        (group / "pids.max").write_text(str(limit))
-        return group
-    except OSError:
-        remove_cgroup(group)
-        return None
+
+def kernel_cgroups(name: str, limits: Limits) -> list[Path]:
+    """New cgroups, inside this process's own, that bound one kernel's processes and threads
+    (``pids``) and the memory of all its processes together (``memory``); empty where none
+    can be made (not root, no such controller, or a cgroup v2 that does not delegate it).
+
+    ``RLIMIT_NPROC`` does not bind a process whose user is root outside the sandbox, and
+    ``RLIMIT_AS`` bounds each process on its own; these cgroups bound the whole kernel."""
+    if os.geteuid() != 0:
+        return []
+    groups = []
+    for controller, value in (("pids", limits.processes), ("memory", parse_size(limits.memory))):
+        own = _own_cgroup(controller)
+        if own is None:
+            continue
+        group = own / name
+        v1, v2 = _LIMIT_FILES[controller]
+        try:
+            group.mkdir()
+            (group / (v1 if (group / v1).exists() else v2)).write_text(str(value))
+            groups.append(group)
+        except OSError:
+            remove_cgroup(group)
+    return groups
+
+
+def oom_kills(group: Path) -> int:
+    """How many processes of a memory cgroup the kernel killed for lack of memory."""
+    for events in ("memory.events", "memory.oom_control"):   # v2, v1
+        try:
+            for line in (group / events).read_text().splitlines():
+                key, _, count = line.partition(" ")
+                if key == "oom_kill":
+                    return int(count)
+        except (OSError, ValueError):
+            continue
+    return 0
 
 
 def remove_cgroup(group: Path | None) -> None:
@@ -298,7 +333,8 @@ class SandboxProvisioner(LocalProvisioner):
         data = List(config=True)
 
     _private: Path | None = None
-    _cgroup: Path | None = None
+    _cgroups: list[Path] = []
+    _cwd: Path | None = None
 
     async def pre_launch(self, **kwargs):
         km = self.parent
@@ -316,9 +352,11 @@ class SandboxProvisioner(LocalProvisioner):
         data = [Path(p) for p in self.data if Path(p).is_dir()]
         env = kernel_env(kwargs.get("env") or dict(os.environ), data)
         cmd = kwargs["cmd"]
-        self._cgroup = pids_cgroup(f"coursekit-{self._private.name}", limits.processes)
-        enter = ["/bin/sh", "-c", 'echo $$ > "$0" && exec "$@"', str(self._cgroup / "cgroup.procs")] \
-            if self._cgroup else []
+        self._cgroups = kernel_cgroups(f"coursekit-{self._private.name}", limits)
+        self._cwd = cwd
+        enter = ["/bin/sh", "-c", 'for g in "$@"; do [ "$g" = -- ] && break; echo $$ > "$g"; shift; done; '
+                 'shift; exec "$@"', "sh", *[str(g / "cgroup.procs") for g in self._cgroups], "--"] \
+            if self._cgroups else []
         kwargs["cmd"] = [*enter, *bwrap_command(bwrap, limits, private=self._private, scratch_name=cwd.name or "work",
                                         files=files, data=data, env=env),
                          "--", *prlimit_command(limits), *cmd]
@@ -330,5 +368,10 @@ class SandboxProvisioner(LocalProvisioner):
         if self._private is not None and not restart:
             shutil.rmtree(self._private, ignore_errors=True)
             self._private = None
-            remove_cgroup(self._cgroup)
-            self._cgroup = None
+            for group in self._cgroups:
+                killed = oom_kills(group)
+                if killed and os.environ.get(KERNELS_DIR_ENV):   # tell grading, which reads it per student
+                    with open(Path(os.environ[KERNELS_DIR_ENV]) / EVENTS, "a") as f:
+                        f.write(json.dumps({"cwd": str(self._cwd), "oom_kill": killed}) + "\n")
+                remove_cgroup(group)
+            self._cgroups = []
