@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 import signal
 import sqlite3
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from coursekit import classroom
-from coursekit.classroom import gradebook
+from coursekit.classroom import gradebook, sandbox
 from coursekit.classroom.grade import _Lock
 from conftest import released_course, tool_env
 
@@ -53,7 +54,12 @@ def status(course: Path) -> dict[str, dict]:
 
 
 def kernel_folders() -> set[str]:
-    return {p.name for p in Path(tempfile.gettempdir()).glob("coursekit-kernels-*")}
+    """The kernels' socket folders and the cgroups made for them (as root)."""
+    found = {p.name for p in Path(tempfile.gettempdir()).glob("coursekit-kernels-*")}
+    for controller in ("pids", "memory"):
+        own = sandbox._own_cgroup(controller) if os.geteuid() == 0 else None
+        found |= {str(p) for p in own.glob("coursekit-kernel-*")} if own else set()
+    return found
 
 
 def test_sigterm_keeps_finished_students_and_accounts_for_the_rest(course):
@@ -88,7 +94,7 @@ def test_sigterm_keeps_finished_students_and_accounts_for_the_rest(course):
     assert "grading was interrupted (SIGTERM)" in rows["c1"]["reason"]
     assert scores(course) == {"a1": 20.0, "a2": 20.0}          # complete students only
     assert not list((course / "reports" / ".work").glob("grade-*"))   # no temporary folder left
-    assert kernel_folders() == before
+    assert kernel_folders() == before           # no socket folder, no cgroup left behind
     with sqlite3.connect(course / "gradebook.db") as con:
         assert con.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     alive = subprocess.run(["pgrep", "-f", f"{course}/reports/.work"], capture_output=True, text=True)

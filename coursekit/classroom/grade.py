@@ -293,6 +293,9 @@ def _grade(course: Path, assignment: str, results: list[Submission], notebooks: 
                 os.killpg(proc.pid, signal.SIGKILL)   # nbgrader; its kernels' sandboxes die with it
             proc.wait()
             log.close()
+        made = kernels / sandbox.CGROUPS   # the cgroups of kernels whose clean-up did not run
+        for line in (made.read_text().splitlines() if made.exists() else []):
+            sandbox.remove_cgroup(Path(line), seconds=5)
     by_student = {s.student: s for s in results}
     for i, shard, shard_students, _, _ in running:
         _collect_shard(course, assignment, notebooks, i, shard, shard_students, by_student, progress, limits,

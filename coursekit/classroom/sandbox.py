@@ -45,6 +45,7 @@ from pathlib import Path
 KERNEL_NAME = "coursekit-sandbox"
 KERNELS_DIR_ENV = "COURSEKIT_KERNELS_DIR"   # where each kernel's private folder (sockets) is made
 EVENTS = "events.jsonl"   # in it: what the provisioner saw (a kernel's processes killed for memory)
+CGROUPS = "cgroups"        # and the cgroups it made (removed by grading even if nbgrader was killed)
 PROVISIONER = "coursekit-sandbox"
 SANDBOX_UID = 65534          # nobody
 HOME = "/home/student"
@@ -246,11 +247,11 @@ def oom_kills(group: Path) -> int:
     return 0
 
 
-def remove_cgroup(group: Path | None) -> None:
-    """Remove a kernel's cgroup once its processes are gone (a few tries while they exit)."""
+def remove_cgroup(group: Path | None, seconds: float = 1.0) -> None:
+    """Remove a kernel's cgroup once its processes are gone (tries for ``seconds`` while they exit)."""
     if group is None:
         return
-    for _ in range(50):
+    for _ in range(max(1, int(seconds / 0.02))):
         try:
             group.rmdir()
             return
@@ -353,6 +354,9 @@ class SandboxProvisioner(LocalProvisioner):
         env = kernel_env(kwargs.get("env") or dict(os.environ), data)
         cmd = kwargs["cmd"]
         self._cgroups = kernel_cgroups(f"coursekit-{self._private.name}", limits)
+        if self._cgroups and os.environ.get(KERNELS_DIR_ENV):   # for grading to remove, if we cannot
+            with open(Path(os.environ[KERNELS_DIR_ENV]) / CGROUPS, "a") as f:
+                f.writelines(f"{group}\n" for group in self._cgroups)
         self._cwd = cwd
         enter = ["/bin/sh", "-c", 'for g in "$@"; do [ "$g" = -- ] && break; echo $$ > "$g"; shift; done; '
                  'shift; exec "$@"', "sh", *[str(g / "cgroup.procs") for g in self._cgroups], "--"] \
