@@ -33,10 +33,9 @@ from itertools import count
 from pathlib import Path
 from typing import Callable, NamedTuple
 
-from .common import release_notebooks, reports_dir
+from .common import ALLOWED_ID, name_problem, release_notebooks, reports_dir
 from .status import write_csv
 
-MAX_ID_LENGTH = 100
 MAX_NOTEBOOK_BYTES = 100 * 2**20
 IGNORED_FOLDERS = {".ipynb_checkpoints", "__MACOSX"}
 IGNORED_FILES = {".DS_Store", "Thumbs.db", "desktop.ini"}
@@ -48,8 +47,6 @@ LMS_TIMESTAMP = re.compile(r"(\d{4})-(\d{2})-(\d{2})[-T ](\d{2})[-:.](\d{2})[-:.
 #: what downloads and LMSs append to a file's name: " (1)", "-1", "_1", " copy", " - Copy"
 RENAME_SUFFIX = re.compile(r"(\s*\(\d+\)|[-_ ]\d+|[-_ ]+copy)$")
 UNKNOWN_TIME = datetime(1980, 1, 1)   # the earliest date a zip can hold
-ALLOWED_ID = (f"a student id must be usable as a folder name: not empty, '.' or '..', no '/', '\\', "
-              f"NUL or control characters, not starting with '.', at most {MAX_ID_LENGTH} characters")
 
 
 @dataclass
@@ -132,7 +129,7 @@ def collect(course: Path, assignment: str, source: Path, progress=lambda line: N
     course, source = Path(course), Path(source)
     if not source.exists():
         raise FileNotFoundError(f"{source} does not exist")
-    if (problem := _name_problem(assignment)) is not None:
+    if (problem := name_problem(assignment)) is not None:
         raise ValueError(f"assignment {assignment!r} {problem}; an assignment must be a folder name")
     releases = release_notebooks(course, assignment)
     if source.is_dir():
@@ -155,26 +152,6 @@ def collect(course: Path, assignment: str, source: Path, progress=lambda line: N
 
 # --------------------------------------------------------------------------- names
 
-def _name_problem(name: str) -> str | None:
-    """Why ``name`` is not a safe folder name, or None when it is."""
-    if not name:
-        return "is empty"
-    if name in (".", ".."):
-        return "names the current or the parent folder"
-    if len(name) > MAX_ID_LENGTH:
-        return f"is {len(name)} characters long"
-    if name.startswith("."):
-        return "starts with '.'"
-    for ch in name:
-        if ch in "/\\":
-            return f"contains {ch!r}"
-        if unicodedata.category(ch) == "Cc":
-            return f"contains the control character {ch!r}"
-        if unicodedata.category(ch) == "Cs":
-            return "is not valid UTF-8"
-    return None
-
-
 def student_id(raw: str) -> str:
     """The student id that a folder or file name gives: NFC-normalized and stripped.
 
@@ -188,7 +165,7 @@ def student_id(raw: str) -> str:
         ValueError: the id is not a safe folder name (see ``ALLOWED_ID``).
     """
     name = unicodedata.normalize("NFC", raw).strip()
-    if (problem := _name_problem(name)) is not None:
+    if (problem := name_problem(name)) is not None:
         raise ValueError(f"student id {raw!r} {problem}; {ALLOWED_ID}")
     return name
 

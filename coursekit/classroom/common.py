@@ -4,11 +4,15 @@ from __future__ import annotations
 import json
 import os
 import sys
+import unicodedata
 from pathlib import Path
 
 #: the instructor's output folder: ``reports/<assignment>/`` holds status.csv, logs and report.md
 REPORTS_DIR = "reports"
 HIDDEN_BEGIN, HIDDEN_END = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
+MAX_ID_LENGTH = 100
+ALLOWED_ID = (f"a student id must be usable as a folder name: not empty, '.' or '..', no '/', '\\', "
+              f"NUL or control characters, not starting with '.', at most {MAX_ID_LENGTH} characters")
 
 
 def nbgrader_bin() -> str:
@@ -42,3 +46,24 @@ def grade_id(cell: dict) -> str | None:
 
 def reports_dir(course: Path, assignment: str) -> Path:
     return Path(course) / REPORTS_DIR / assignment
+
+
+def name_problem(name: str) -> str | None:
+    """Why ``name`` is not a safe folder name for a student (or an assignment), or None when
+    it is: the one rule that collect applies to ids and preflight to submitted folders."""
+    if not name:
+        return "is empty"
+    if name in (".", ".."):
+        return "names the current or the parent folder"
+    if len(name) > MAX_ID_LENGTH:
+        return f"is {len(name)} characters long"
+    if name.startswith("."):
+        return "starts with '.'"
+    for ch in name:
+        if ch in "/\\":
+            return f"contains {ch!r}"
+        if unicodedata.category(ch) == "Cc":
+            return f"contains control characters ({ch!r})"
+        if unicodedata.category(ch) == "Cs":
+            return "is not valid UTF-8"
+    return None

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import copy
 import json
-import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import nbformat
 
-from .common import grade_id as _grade_id, release_notebooks
+from .common import ALLOWED_ID, grade_id as _grade_id, name_problem, release_notebooks
 from .integrity import scan
 
 #: a notebook bigger than this is rejected (its outputs alone could exhaust memory)
@@ -55,16 +54,6 @@ def _first_line(e: BaseException) -> str:
 
 
 # --------------------------------------------------------------------------- checks
-
-def unsafe_name(name: str) -> str | None:
-    """Why a student folder name is unsafe (it starts with '.' or contains control
-    characters), or None when it is safe."""
-    if name.startswith("."):
-        return f"the student folder name {name!r} starts with '.'"
-    if any(unicodedata.category(ch) == "Cc" for ch in name):
-        return f"the student folder name {name!r} contains control characters"
-    return None
-
 
 def _check_structure(nb, name: str) -> None:
     """Raise :class:`Rejected` unless ``nb`` (parsed JSON) has the shape of an nbformat 4
@@ -262,9 +251,8 @@ def preflight(course: Path, assignment: str, submitted: Path | None = None) -> l
         sub = Submission(student)
         results.append(sub)
         try:
-            if (problem := unsafe_name(student)) is not None:
-                raise Rejected(f"{problem}; a student folder name must not start with '.' "
-                               f"or contain control characters")
+            if (problem := name_problem(student)) is not None:
+                raise Rejected(f"the student folder name {student!r} {problem}; {ALLOWED_ID}")
             for link in (folder.parent, folder):
                 if link.is_symlink():
                     raise Rejected(f"{link.relative_to(submitted)} is a symlink; a submission must be "
