@@ -8,8 +8,10 @@ All grade the same synthetic class (correct submissions and submissions with cla
 mistakes) in fresh copies of the course; the scores must be identical. The sandbox's cost
 per student is measured twice: the whole class graded with and without the sandbox, and
 one kernel started, `import torch, coursekit.grading` run and stopped, with and without
-(median of 5 each). The last line is `speedup=<sequential / sandboxed parallel>
-per_submission_s=<sandboxed wall time / students> sandbox_s=<kernel cost, sandboxed - plain>`.
+(median of 5 each). The trusted checker (part of `classroom.grade`) is also timed alone:
+one submission scored by it, worker start included (median of 5). The last line is
+`speedup=<sequential / sandboxed parallel> per_submission_s=<sandboxed wall time / students>
+sandbox_s=<kernel cost, sandboxed - plain> checker_s=<trusted checker, per submission>`.
 """
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from hardware import hardware  # noqa: E402  (benchmarks/hardware.py)
 from coursekit import classroom  # noqa: E402
-from coursekit.classroom import sandbox  # noqa: E402
+from coursekit.classroom import checker, gradebook, sandbox  # noqa: E402
 
 NBGRADER = str(Path(sys.executable).parent / "nbgrader")
 # per assignment: (grade_id, old, new) edits that make a wrong submission
@@ -90,6 +92,21 @@ def kernel_seconds(sandboxed: bool, folder: Path, runs: int = 5) -> float:
     return statistics.median(times)
 
 
+def checker_seconds(course: Path, assignment: str, runs: int = 5) -> float:
+    """Median seconds for the trusted checker to score one submission (sandboxed worker)."""
+    release = json.loads((course / "exercises" / assignment / f"{assignment}.ipynb").read_text())
+    spec = checker.Assignment.from_release(assignment, release,
+                                           gradebook.test_cells(course / "gradebook.db", assignment, assignment))
+    nb = json.loads((course / "submitted" / "student000" / assignment / f"{assignment}.ipynb").read_text())
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        result = checker.check_notebook(spec, nb, bwrap=sandbox.require())
+        times.append(time.perf_counter() - start)
+        assert result.total == sum(points for *_, points in spec.tests), result.messages
+    return statistics.median(times)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--assignment", default="scaling")
@@ -114,6 +131,7 @@ def main() -> None:
             a, b = scores(plain, args.assignment), scores(ours, args.assignment)
             assert all(r.status == "graded" for r in results), [r for r in results if r.status != "graded"]
             assert a == b and len(a) == args.students, f"the scores differ:\n{a}\n{b}"
+        trusted = checker_seconds(ours, args.assignment)
         plain_kernel = kernel_seconds(False, Path(tmp))
         sandboxed_kernel = kernel_seconds(True, Path(tmp))
         n = args.students
@@ -123,8 +141,10 @@ def main() -> None:
         print(f"scores identical for all {n} submissions (mean {sum(a.values()) / len(a):.2f})")
         print(f"one kernel (start, import torch and coursekit.grading, stop): plain {plain_kernel:.2f} s, "
               f"sandboxed {sandboxed_kernel:.2f} s (median of 5)")
+        print(f"trusted checker, one submission (worker start, its cells, every test cell): {trusted:.2f} s "
+              f"(median of 5)")
         print(f"speedup={sequential / walls[True]:.2f} per_submission_s={walls[True] / n:.2f} "
-              f"sandbox_s={sandboxed_kernel - plain_kernel:.2f}")
+              f"sandbox_s={sandboxed_kernel - plain_kernel:.2f} checker_s={trusted:.2f}")
 
 
 if __name__ == "__main__":

@@ -202,7 +202,8 @@ def test_cheats_do_not_raise_a_score(cheaters, course):
     assert cheaters["rita"].status == "graded" and honest < 20
     for student in ("mallory", "nick", "olivia", "sam"):
         assert cheaters[student].status == "flagged", (student, cheaters[student])
-        assert _score(course, student) is None, student   # a flagged submission keeps no grade
+        # the score recorded is the trusted checker's: the honest score of the same wrong code
+        assert _score(course, student) == honest, student
     assert "coursekit.grading.scaling.check_min_max_transform" in cheaters["mallory"].reason
     assert "IPython.showtraceback" in cheaters["nick"].reason
     assert "torch.testing.assert_close" in cheaters["olivia"].reason
@@ -215,7 +216,8 @@ def test_cheats_do_not_raise_a_score(cheaters, course):
     assert any("the gradebook" in r for r in cheaters["quinn"].review)
     assert any("the code refers to the grading machinery" in r for r in cheaters["mallory"].review)
     rows = {r["student_id"]: r for r in csv.DictReader(open(classroom.export(course))) if r["assignment"] == A}
-    assert rows["mallory"]["status"] == "flagged" and rows["mallory"]["score"] == ""
+    assert rows["mallory"]["status"] == "flagged" and float(rows["mallory"]["score"]) == honest
+    assert "coursekit.grading.scaling.check_min_max_transform" in rows["mallory"]["notes"]
 
 
 def test_a_tampered_gradebook_or_test_cell_is_caught_after_grading(graded, course, tmp_path):

@@ -72,12 +72,17 @@ def test_sigterm_keeps_finished_students_and_accounts_for_the_rest(course):
                                 "--jobs", "1"], env=tool_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True)
     # students are graded in order: wait until a1 and a2 are done (nbgrader makes a finished
-    # notebook read-only) and the sleeper runs
+    # notebook read-only, and the trusted checker has written their scores) and the sleeper runs
     deadline = time.monotonic() + 240
 
     def a2_done():
         found = list((course / "reports" / ".work").glob(f"grade-*/shard0/autograded/a2/{A}/{A}.ipynb"))
-        return found and not found[0].stat().st_mode & 0o222
+        trusted = list((course / "reports" / ".work").glob("grade-*/shard0/trusted.json"))
+        try:
+            checked = trusted and "a2" in json.loads(trusted[0].read_text())
+        except (OSError, ValueError):
+            checked = False
+        return found and not found[0].stat().st_mode & 0o222 and checked
     while not a2_done():
         assert grading.poll() is None and time.monotonic() < deadline, grading.communicate()[0]
         time.sleep(0.2)

@@ -567,8 +567,18 @@ def test_every_student_is_accounted_for(run):
     assert set(run["status"]) == set(STUDENTS), "status.csv must list every student, and no one else"
     for student in STUDENTS:
         if student not in ("hog", "hoard", "forkbomb"):
-            assert run["results"][student].status == "graded", run["results"][student]
+            assert_kept(run["results"][student])
     assert not list((run["course"] / "reports" / ".work").glob("grade-*")), "a shard was left behind"
+
+
+def assert_kept(result):
+    """Graded; the tamper attack imports coursekit in its answer cell, which the trusted
+    checker flags for review, with the same score as in the notebook (the attack had no effect)."""
+    if result.student != "tamper":
+        assert result.status == "graded", result
+        return
+    assert result.status == "flagged" and "imports what a solution may not use (coursekit)" in result.reason, result
+    assert "differs" not in result.reason, result
 
 
 def test_the_course_is_unchanged_but_for_the_grading_outputs(run):
@@ -722,7 +732,7 @@ def test_process_limit(run):
     assert threads < 512 and forks < 512, (threads, forks)   # 3000 and 1500 were asked for
     for student in STUDENTS:
         if student not in ("hog", "hoard", "forkbomb"):
-            assert run["results"][student].status == "graded", run["results"][student]
+            assert_kept(run["results"][student])
 
 
 # --------------------------------------------------------------------------- without bubblewrap

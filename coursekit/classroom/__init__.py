@@ -16,6 +16,8 @@ One module per stage:
 - :mod:`.preflight`: each submission checked and repaired where safe, or rejected with the reason;
 - :mod:`.sandbox`: the bubblewrap sandbox each student's kernel runs in;
 - :mod:`.grade`: parallel autograding in private shards, merged into the gradebook;
+- :mod:`.checker`: the trusted score, computed in a process no student code ran in, calling
+  the student's functions in a sandboxed :mod:`.worker` across a plain-data :mod:`.wire`;
 - :mod:`.integrity`: what is checked beyond the scores, inside and outside the kernel;
 - :mod:`.gradebook`: the gradebook's SQL, backups;
 - :mod:`.status`: ``reports/<assignment>/status.csv``, every student's outcome;

@@ -10,6 +10,7 @@ from pathlib import Path
 #: the instructor's output folder: ``reports/<assignment>/`` holds status.csv, logs and report.md
 REPORTS_DIR = "reports"
 HIDDEN_BEGIN, HIDDEN_END = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
+NBGRADER_DONE = "nbgrader-done"   # in a grading shard: nbgrader has exited
 MAX_ID_LENGTH = 100
 ALLOWED_ID = (f"a student id must be usable as a folder name: not empty, '.' or '..', no '/', '\\', "
               f"NUL or control characters, not starting with '.', at most {MAX_ID_LENGTH} characters")
@@ -35,6 +36,18 @@ def release_notebooks(course: Path, assignment: str) -> dict[str, dict]:
     if not notebooks:
         raise FileNotFoundError(f"no released notebook in {folder}: run `make release` first")
     return notebooks
+
+
+def graded_students(shard: Path, assignment: str, notebooks: list[str]) -> set[str]:
+    """The students nbgrader has finished in a grading shard: it writes each graded notebook
+    last and makes it read-only (a notebook it is still executing is there already, writable)."""
+    def finished(path: Path) -> bool:
+        return path.exists() and not path.stat().st_mode & 0o222
+    done = set()
+    for folder in (Path(shard) / "autograded").glob(f"*/{assignment}"):
+        if all(finished(folder / name) for name in notebooks):
+            done.add(folder.parent.name)
+    return done
 
 
 def grade_id(cell: dict) -> str | None:

@@ -18,7 +18,7 @@ from .status import read_status, write_csv
 COLUMNS = ["assignment", "student_id", "score", "max_score", "status", "notes"]
 #: every status a student can have in grades.csv and the reports, in the reports' order
 STATUSES = ("graded", "rejected", "failed", "flagged", "not submitted")
-_NO_GRADE = ("rejected", "failed", "flagged")   # statuses whose grade (if any) is stale: never exported
+_NO_GRADE = ("rejected", "failed")   # statuses whose grade (if any) is stale: never exported
 
 
 @dataclass
@@ -82,7 +82,8 @@ def export(course: Path, output: str = "grades.csv") -> Path:
 
     ``grades.csv`` has one row per assignment and student of the gradebook or of the
     assignment's ``status.csv``: ``score`` (nbgrader's total: autograded, plus what was
-    graded by hand) and ``max_score`` for a graded student, empty otherwise; ``status``
+    graded by hand) and ``max_score`` for a graded or flagged student (whose autograded points
+    are the trusted checker's), empty otherwise; ``status``
     graded, rejected, failed, flagged or not submitted; ``notes`` the reason, or the
     repairs preflight made. Cells a spreadsheet would run as a formula are neutralized.
 
@@ -113,11 +114,14 @@ def export(course: Path, output: str = "grades.csv") -> Path:
                     submission = None
                 if recorded in _NO_GRADE:
                     state, score, notes = recorded, "", info.get("reason", "")
-                elif submission is not None:
+                elif submission is not None:   # graded, or flagged with its trusted score
                     pending = _add_graded(summary, submission)
-                    state, score = "graded", submission.score
-                    notes = "; ".join(filter(None, [info.get("repairs", ""),
+                    state, score = ("flagged" if recorded == "flagged" else "graded"), submission.score
+                    notes = "; ".join(filter(None, [info.get("reason", "") if state == "flagged" else "",
+                                                    info.get("repairs", ""),
                                                     "hand grading pending" if pending else ""]))
+                elif recorded == "flagged":
+                    state, score, notes = "flagged", "", info.get("reason", "")
                 elif recorded:
                     state, score = "failed", ""
                     notes = (f"status.csv says {recorded!r} but the gradebook has no grade: grade again "

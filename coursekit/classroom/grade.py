@@ -3,9 +3,14 @@
 The students are split across ``jobs`` shards. A shard is a private course folder (the
 configuration, a copy of the gradebook, its students' submissions) in which
 ``nbgrader autograde`` runs; each notebook's kernel starts in its own bubblewrap sandbox
-(:mod:`.sandbox`) that sees none of it. After a shard ends, each of its students is
-checked outside the kernel (:mod:`.integrity`) and only complete, verified students' rows
-are merged into ``gradebook.db``, one transaction per shard.
+(:mod:`.sandbox`) that sees none of it. After a shard's nbgrader ends, the trusted checker
+(:mod:`.checker`) scores its students again, in a process no student code ran in, calling
+each student's functions in a sandboxed worker. Each student is then checked outside the
+kernel (:mod:`.integrity`); the complete students' rows are merged into ``gradebook.db``
+(one transaction per shard) with the **trusted** scores. A student whose in-notebook score
+differs from the trusted one, who called a ready-made function or imported what a solution
+may not, or whom the integrity checks caught, is *flagged* for review, with the trusted
+score recorded; a student the trusted checker could not score *failed*.
 
 Crash safety: the gradebook is backed up before each run; SIGINT or SIGTERM stops the
 shards, keeps the students merged so far, records every other student as "failed: grading
@@ -21,17 +26,20 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 
-from . import gradebook, sandbox
-from .common import REPORTS_DIR, nbgrader_bin, release_notebooks, reports_dir, tool_env
+from . import checker, gradebook, sandbox
+from .common import NBGRADER_DONE, REPORTS_DIR, graded_students, nbgrader_bin, release_notebooks, reports_dir, tool_env
 from .integrity import integrity_cells, verify
 from .preflight import Submission, preflight
 from .status import write_status
 
 WORK = ".work"   # reports/.work: shards of a running grading (removed at the end)
+TRUSTED = "trusted.json"   # in a shard: the trusted checker's scores
 NO_SANDBOX_NOTE = "graded without a sandbox (--no-sandbox)"
 
 _KNOWN_FAILURES = [
@@ -124,18 +132,6 @@ def _outputs_text(path: Path) -> str:
     return "\n".join(parts)
 
 
-def _graded_students(shard: Path, assignment: str, notebooks: list[str]) -> set[str]:
-    """The students nbgrader has finished in a shard: it writes each graded notebook last and
-    makes it read-only (a notebook it is still executing is there already, writable)."""
-    def finished(path: Path) -> bool:
-        return path.exists() and not path.stat().st_mode & 0o222
-    done = set()
-    for folder in (shard / "autograded").glob(f"*/{assignment}"):
-        if all(finished(folder / name) for name in notebooks):
-            done.add(folder.parent.name)
-    return done
-
-
 def _prepare_read_only() -> list[Path]:
     """What the kernels will only read, made complete before grading: coursekit's bytecode
     (a kernel cannot write ``__pycache__``, and would compile every module each time) and the
@@ -198,7 +194,8 @@ def grade(course: Path, assignment: str, *, jobs: int | None = None, timeout: in
 
     Returns:
         one :class:`Submission` per student, with ``status`` "graded", "rejected", "failed"
-        or "flagged" (the integrity checks found something: no grade is kept).
+        or "flagged" (the trusted checker or the integrity checks found something to review;
+        the trusted score is recorded).
 
     Raises:
         RuntimeError: bubblewrap is missing (and ``sandboxed``), or another run is in progress.
@@ -266,7 +263,7 @@ def _grade(course: Path, assignment: str, results: list[Submission], notebooks: 
         env["JUPYTER_PATH"] = os.pathsep.join([str(jupyter), *filter(None, [os.environ.get("JUPYTER_PATH")])])
         args_common.append(f"--Execute.kernel_name={sandbox.KERNEL_NAME}")
         env[sandbox.KERNELS_DIR_ENV] = str(kernels)
-    running, interrupted = [], None
+    running, checkers, interrupted = [], {}, None
     try:
         for i, shard_students in enumerate(shards):
             shard = _make_shard(course, work / f"shard{i}", assignment, shard_students)
@@ -274,10 +271,17 @@ def _grade(course: Path, assignment: str, results: list[Submission], notebooks: 
             proc = subprocess.Popen(args_common, cwd=shard, env=env, stdout=log, stderr=subprocess.STDOUT,
                                     start_new_session=True)
             running.append((i, shard, shard_students, log, proc))
+            # the trusted checker follows nbgrader: it scores each student nbgrader has finished
+            checkers[i] = _start_checker(course, assignment, shard, shard_students, env, bwrap=bwrap,
+                                         limits=limits, timeout=timeout, threads=int(threads))
         total, reported = len(todo), 0
-        while any(p.poll() is None for *_, p in running):
-            time.sleep(0.5)
-            done = sum(len(_graded_students(shard, assignment, notebooks)) for _, shard, *_ in running)
+        while any(p.poll() is None for *_, p in running) or any(c.poll() is None for c in checkers.values()):
+            time.sleep(0.2)
+            for i, shard, _, _, proc in running:
+                if proc.poll() is not None and not (shard / NBGRADER_DONE).exists():
+                    (shard / NBGRADER_DONE).touch()   # the checker stops once it has caught up
+            done = sum(len(graded_students(shard, assignment, notebooks) & set(_trusted(shard)))
+                       for _, shard, *_ in running)
             if done > reported:
                 reported = done
                 progress(f"graded {done}/{total}")
@@ -293,6 +297,10 @@ def _grade(course: Path, assignment: str, results: list[Submission], notebooks: 
                 os.killpg(proc.pid, signal.SIGKILL)   # nbgrader; its kernels' sandboxes die with it
             proc.wait()
             log.close()
+        for proc in checkers.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)   # a checker and its workers
+            proc.wait()
         made = kernels / sandbox.CGROUPS   # the cgroups of kernels whose clean-up did not run
         for line in (made.read_text().splitlines() if made.exists() else []):
             sandbox.remove_cgroup(Path(line), seconds=5)
@@ -305,6 +313,50 @@ def _grade(course: Path, assignment: str, results: list[Submission], notebooks: 
             if s.status == "failed" and s.student in todo:
                 s.reason = f"grading was interrupted ({interrupted}) before this student was graded"
         raise interrupted
+
+
+def _start_checker(course: Path, assignment: str, shard: Path, students: list[str], env: dict, *,
+                   bwrap, limits, timeout, threads) -> subprocess.Popen:
+    """The trusted checker of a shard (:mod:`.checker`), in a process of its own."""
+    job = {"course": str(course), "assignment": assignment, "shard": str(shard), "students": students,
+           "submitted": str(course / "submitted"), "bwrap": bwrap, "limits": asdict(limits),
+           "timeout": float(timeout or checker.DEFAULT_TIMEOUT), "threads": threads,
+           "output": str(shard / TRUSTED)}
+    (shard / "trusted-job.json").write_text(json.dumps(job))
+    log = open(shard / "checker.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "coursekit.classroom.checker", str(shard / "trusted-job.json")],
+                            cwd=shard, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    log.close()
+    return proc
+
+
+def _trusted(shard: Path) -> dict:
+    """The trusted checker's results of a shard (empty when it did not finish)."""
+    try:
+        return json.loads((shard / TRUSTED).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _compare(trusted: dict, in_notebook: dict[str, dict[str, float | None]]) -> tuple[list[str], list[str]]:
+    """What the trusted results say against nbgrader's: (reasons to flag, reasons it failed)."""
+    flags, failures = [], []
+    for name, result in trusted.items():
+        if "error" in result:
+            failures.append(f"{name}: the trusted checker failed ({result['error']})")
+            continue
+        scores, ours = result["scores"], in_notebook.get(name, {})
+        differ = [gid for gid in scores if abs(float(ours.get(gid) or 0.0) - scores[gid]) > 1e-9]
+        if differ:
+            kernel, total = sum(float(ours.get(g) or 0.0) for g in scores), sum(scores.values())
+            cells = ", ".join(f"{g} {float(ours.get(g) or 0.0):g} -> {scores[g]:g}" for g in differ[:6])
+            flags.append(f"{name}: the in-notebook score {kernel:g} differs from the trusted score {total:g} "
+                         f"({cells}); the trusted score is recorded")
+        for graded, hits in result.get("forbidden", {}).items():
+            flags.append(f"{name}: {graded} calls a ready-made function ({', '.join(hits[:3])}): it scores 0")
+        if result.get("blocked"):
+            flags.append(f"{name}: the code imports what a solution may not use ({', '.join(result['blocked'][:4])})")
+    return flags, failures
 
 
 def _memory_killed(kernels: Path, shard: Path) -> set[str]:
@@ -328,10 +380,26 @@ def _collect_shard(course, assignment, notebooks, i, shard, shard_students, by_s
     log_dir = reports_dir(course, assignment) / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     (log_dir / f"autograde-{i}.log").write_text(log_text)
-    done = sorted(_graded_students(shard, assignment, notebooks) & set(shard_students))
-    flagged = {}
+    if (shard / "checker.log").exists():
+        shutil.copy(shard / "checker.log", log_dir / f"checker-{i}.log")
+    done = sorted(graded_students(shard, assignment, notebooks) & set(shard_students))
+    trusted = _trusted(shard)
+    flagged, untrusted = {}, {}
     for student in done:
-        problems = verify(course, shard, assignment, student, notebooks)
+        problems = [f"integrity: {p}" for p in verify(course, shard, assignment, student, notebooks)]
+        results = trusted.get(student)
+        if results is None:
+            untrusted[student] = (f"the trusted checker did not grade this submission (see "
+                                  f"{REPORTS_DIR}/{assignment}/logs/checker-{i}.log)")
+        else:
+            in_notebook = {name: gradebook.auto_scores(shard / "gradebook.db", assignment, name[:-len(".ipynb")],
+                                                       student) for name in notebooks}
+            flags, failures = _compare(results, in_notebook)
+            if failures:
+                untrusted[student] = "; ".join(failures)
+            problems += flags
+            by_student[student].review += [f"trusted checker: {p}" for name in notebooks
+                                           for p in results.get(name, {}).get("problems", [])[:3]]
         if problems:
             flagged[student] = "; ".join(problems)
         outputs = "\n".join(_outputs_text(shard / "autograded" / student / assignment / n) for n in notebooks)
@@ -340,7 +408,11 @@ def _collect_shard(course, assignment, notebooks, i, shard, shard_students, by_s
             limit = limits.describe()["memory"] + " reached (processes of the kernel were killed)"
         if limit:
             by_student[student].reason = f"{limit} while running the notebook"
-    ok = [student for student in done if student not in flagged]
+    ok = [student for student in done if student not in untrusted]
+    for student in ok:   # the score recorded is the trusted one
+        for name in notebooks:
+            gradebook.set_auto_scores(shard / "gradebook.db", assignment, name[:-len(".ipynb")], student,
+                                      trusted[student][name]["scores"])
     gradebook.merge(gradebook.db_path(course), shard / "gradebook.db", assignment, ok)
     for student in ok:
         target = course / "autograded" / student / assignment
@@ -350,13 +422,14 @@ def _collect_shard(course, assignment, notebooks, i, shard, shard_students, by_s
     gradebook.remove_grades(course, assignment, failed)
     for student in shard_students:
         sub = by_student[student]
-        if student in flagged:
-            sub.status, sub.reason = "flagged", "integrity: " + flagged[student]
+        if student in flagged and student in ok:
+            sub.status, sub.reason = "flagged", flagged[student]
             progress(f"{student}: flagged for review, {sub.reason}")
         elif student in ok:
             sub.status = "graded"
         else:
-            sub.status, sub.reason = "failed", _failure_reason(log_text, student, limits)
+            sub.status = "failed"
+            sub.reason = untrusted.get(student) or _failure_reason(log_text, student, limits)
             if student in memory_killed and "memory limit" not in sub.reason:
                 sub.reason = f"{limits.describe()['memory']} reached: {sub.reason}"
             progress(f"{student}: failed, {sub.reason}")

@@ -137,3 +137,15 @@ def auto_scores(db: Path, assignment: str, notebook: str, student: str) -> dict[
              "WHERE a.name = ? AND n.name = ? AND sa.student_id = ?")
     with sqlite3.connect(db) as con:
         return dict(con.execute(query, (assignment, notebook, student)).fetchall())
+
+
+def set_auto_scores(db: Path, assignment: str, notebook: str, student: str, scores: dict[str, float]) -> None:
+    """Replace the auto scores of these cells (``{grade_id: score}``) of one student's notebook."""
+    query = ("UPDATE grade SET auto_score = ? WHERE id IN (SELECT gr.id FROM grade gr "
+             "JOIN base_cell c ON gr.cell_id = c.id JOIN submitted_notebook sn ON gr.notebook_id = sn.id "
+             "JOIN submitted_assignment sa ON sn.assignment_id = sa.id "
+             "JOIN assignment a ON sa.assignment_id = a.id JOIN notebook n ON sn.notebook_id = n.id "
+             "WHERE a.name = ? AND n.name = ? AND sa.student_id = ? AND c.name = ?)")
+    with sqlite3.connect(db) as con:
+        for grade_id, score in scores.items():
+            con.execute(query, (float(score), assignment, notebook, student, grade_id))

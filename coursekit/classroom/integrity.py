@@ -16,9 +16,9 @@ cells and could change them; three defences remain:
 3. the student's code is scanned for references to the grading machinery, the solutions
    or the gradebook, noted for the instructor's review.
 
-A flagged submission keeps no grade; it is listed with what was found. These in-kernel
-checks can be defeated by a student who studies them; computing the score in a process
-the student's code never ran in is what closes that gap.
+A flagged submission is listed with what was found, for review. These in-kernel checks can
+be defeated by a student who studies them; the score recorded is not theirs but the trusted
+checker's (:mod:`.checker`), computed in a process the student's code never ran in.
 """
 from __future__ import annotations
 

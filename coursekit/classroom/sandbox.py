@@ -136,20 +136,25 @@ def require() -> str:
     return bwrap
 
 
-def _python_roots() -> list[Path]:
-    """What the kernel's Python needs: the installation, the venv, the course's coursekit."""
+def _python_roots(course: bool = True) -> list[Path]:
+    """What the kernel's Python needs: the installation, the venv, the course's coursekit
+    (unless ``course`` is False: the trusted grader's worker gets no coursekit)."""
     import coursekit
-    roots = {Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve(), Path(sys.prefix),
-             Path(coursekit.__file__).resolve().parent}
+    roots = {Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve(), Path(sys.prefix)}
+    if course:
+        roots.add(Path(coursekit.__file__).resolve().parent)
     roots |= {Path(p).resolve() for p in site.getsitepackages() if Path(p).exists()}
     # a virtualenv's python is a symlink into the installation: bind the real file's prefix too
     roots.add(Path(os.path.realpath(sys.executable)).parent.parent)
     return sorted(roots)
 
 
-def bwrap_command(bwrap: str, limits: Limits, *, private: Path, scratch_name: str, files: list[Path],
-                  data: list[Path], env: dict[str, str]) -> list[str]:
-    """The bwrap arguments (up to ``--``) that confine one kernel."""
+def bwrap_command(bwrap: str, limits: Limits, *, private: Path | None, scratch_name: str, files: list[Path],
+                  data: list[Path], env: dict[str, str], course: bool = True,
+                  binds: dict[Path, str] | None = None, hide: list[Path] = ()) -> list[str]:
+    """The bwrap arguments (up to ``--``) that confine one kernel (or one worker of the
+    trusted grader: ``course=False`` binds no coursekit, ``binds`` adds read-only files
+    ``{source: path inside}``, and each folder of ``hide`` is an empty read-only folder)."""
     args = [bwrap, "--unshare-all", "--unshare-user", "--die-with-parent", "--as-pid-1", "--new-session",
             "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID), "--hostname", "sandbox",
             "--cap-drop", "ALL", "--disable-userns",
@@ -166,16 +171,21 @@ def bwrap_command(bwrap: str, limits: Limits, *, private: Path, scratch_name: st
             args += ["--ro-bind", str(target), str(target)]
     for name in ETC_FILES:
         args += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
-    for root in [*_python_roots(), *data]:
+    for root in [*_python_roots(course), *data]:
         args += ["--ro-bind", str(root), str(root)]
+    for source, inside in (binds or {}).items():
+        args += ["--ro-bind", str(source), inside]
+    for folder in hide:
+        args += ["--tmpfs", str(folder), "--remount-ro", str(folder)]
     scratch = f"{HOME}/{scratch_name}"
     args += ["--size", size, "--perms", "0755", "--tmpfs", HOME, "--dir", scratch]
     for path in files:
         args += ["--ro-bind", str(path), f"{scratch}/{path.name}"]
-    args += ["--bind", str(private), str(private),
-             # everything else is read-only: the sandbox's own root and /dev are in-memory
-             # folders that would otherwise take any amount of writing
-             "--remount-ro", "/", "--remount-ro", "/dev",
+    if private is not None:   # the kernel's sockets (a worker talks through pipes: none)
+        args += ["--bind", str(private), str(private)]
+    # everything else is read-only: the sandbox's own root and /dev are in-memory
+    # folders that would otherwise take any amount of writing
+    args += ["--remount-ro", "/", "--remount-ro", "/dev",
              "--chdir", scratch, "--clearenv"]
     for key, value in env.items():
         args += ["--setenv", key, value]
@@ -259,6 +269,14 @@ def remove_cgroup(group: Path | None, seconds: float = 1.0) -> None:
             return
         except OSError:   # busy: its last processes are still exiting
             time.sleep(0.02)
+
+
+def enter_cgroups(groups: list[Path]) -> list[str]:
+    """A command prefix that moves the process into ``groups`` before it runs the rest."""
+    if not groups:
+        return []
+    return ["/bin/sh", "-c", 'for g in "$@"; do [ "$g" = -- ] && break; echo $$ > "$g"; shift; done; '
+            'shift; exec "$@"', "sh", *[str(g / "cgroup.procs") for g in groups], "--"]
 
 
 def prlimit_command(limits: Limits) -> list[str]:
@@ -358,10 +376,7 @@ class SandboxProvisioner(LocalProvisioner):
             with open(Path(os.environ[KERNELS_DIR_ENV]) / CGROUPS, "a") as f:
                 f.writelines(f"{group}\n" for group in self._cgroups)
         self._cwd = cwd
-        enter = ["/bin/sh", "-c", 'for g in "$@"; do [ "$g" = -- ] && break; echo $$ > "$g"; shift; done; '
-                 'shift; exec "$@"', "sh", *[str(g / "cgroup.procs") for g in self._cgroups], "--"] \
-            if self._cgroups else []
-        kwargs["cmd"] = [*enter, *bwrap_command(bwrap, limits, private=self._private, scratch_name=cwd.name or "work",
+        kwargs["cmd"] = [*enter_cgroups(self._cgroups), *bwrap_command(bwrap, limits, private=self._private, scratch_name=cwd.name or "work",
                                         files=files, data=data, env=env),
                          "--", *prlimit_command(limits), *cmd]
         kwargs["cwd"] = str(self._private)

@@ -173,7 +173,11 @@ def student_line(error: BaseException) -> str:
     ``torch``, and in the Python installation or an installed package only when no other
     frame is left. A Jupyter cell is named as IPython names it (``Cell In[3]``), any other
     file by its path; the source line comes from :mod:`linecache` (where IPython keeps the
-    cells) and is left out when unknown. Empty when no frame is the student's."""
+    cells) and is left out when unknown. Empty when no frame is the student's. An error
+    raised in the trusted grader's worker carries its line already (``student_line``)."""
+    remote = getattr(error, "student_line", None)
+    if isinstance(remote, str):
+        return remote
     try:
         frames = [f for f in traceback.extract_tb(error.__traceback__)
                   if not os.path.abspath(f.filename).startswith(_NOT_STUDENT)]

@@ -185,6 +185,14 @@ _READY_MADE = [(torch.nn.functional, "batch_norm"), (torch, "batch_norm"),
                (_reference, "batch_norm_backward")]
 
 
+# What a solution may not call, by any route: the trusted grader's worker watches for torch's
+# functions, builtins and operators of these names (coursekit.classroom.worker).
+FORBIDDEN = ("batch_norm", "native_batch_norm", "_native_batch_norm_legit", "_native_batch_norm_legit_no_training",
+             "_batch_norm_with_update", "_batch_norm_impl_index", "native_batch_norm_backward",
+             "cudnn_batch_norm", "instance_norm", "layer_norm", "group_norm", "native_layer_norm",
+             "native_group_norm")
+FORBIDDEN_WHAT = "batch normalization (torch.nn.functional.batch_norm)"
+
 def _checks(name: str):
     return check_own_work(name, _READY_MADE, what="batch normalization "
                           "(torch.nn.functional.batch_norm or coursekit.norm)")

@@ -27,6 +27,12 @@ _READY_MADE = [(torch.nn.functional, "dropout"), (torch, "dropout"), (torch, "na
                (_reference, "dropout"), (_reference.stochastic, "dropout")]
 
 
+# What a solution may not call, by any route: the trusted grader's worker watches for torch's
+# functions, builtins and operators of these names (coursekit.classroom.worker).
+FORBIDDEN = ("dropout", "native_dropout", "feature_dropout", "alpha_dropout", "feature_alpha_dropout", "dropout1d",
+             "dropout2d", "dropout3d")
+FORBIDDEN_WHAT = "dropout (torch.nn.functional.dropout)"
+
 def _checks(name: str):
     return check_own_work(name, _READY_MADE, what="dropout (torch.nn.functional.dropout or coursekit)")
 

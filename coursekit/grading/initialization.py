@@ -35,6 +35,13 @@ _READY_MADE = [(nn.init, name) for name in ("xavier_uniform_", "xavier_normal_",
 _READY_MADE += [(_reference, name) for name in _reference.__all__]
 
 
+# What a solution may not call, by any route: the trusted grader's worker watches for torch's
+# functions, builtins and operators of these names (coursekit.classroom.worker).
+FORBIDDEN = ("xavier_uniform_", "xavier_normal_", "kaiming_uniform_", "kaiming_normal_",
+             "_calculate_fan_in_and_fan_out", "_calculate_correct_fan", "_no_grad_uniform_",
+             "_no_grad_normal_", "trunc_normal_", "orthogonal_")
+FORBIDDEN_WHAT = "initializer (torch.nn.init)"
+
 def _checks(name: str, what: str = "initializer (torch.nn.init or coursekit.init)"):
     return check_own_work(name, _READY_MADE, what=what)
 

@@ -41,6 +41,13 @@ _READY_MADE = [(torch.nn.functional, "layer_norm"), (torch.nn.functional, "insta
                (_reference, "layer_norm"), (_reference, "instance_norm"), (_reference, "group_norm")]
 
 
+# What a solution may not call, by any route: the trusted grader's worker watches for torch's
+# functions, builtins and operators of these names (coursekit.classroom.worker).
+FORBIDDEN = ("layer_norm", "group_norm", "instance_norm", "batch_norm", "native_layer_norm", "native_group_norm",
+             "native_batch_norm", "_native_batch_norm_legit", "_native_batch_norm_legit_no_training",
+             "_batch_norm_impl_index", "rms_norm")
+FORBIDDEN_WHAT = "normalization (torch.nn.functional)"
+
 def _checks(name: str):
     return check_own_work(name, _READY_MADE, what="normalization (torch.nn.functional or coursekit.norm)")
 
