@@ -205,6 +205,8 @@ def test_cheats_do_not_raise_a_score(cheaters, course):
         # the score recorded is the trusted checker's: the honest score of the same wrong code
         assert _score(course, student) == honest, student
     assert "coursekit.grading.scaling.check_min_max_transform" in cheaters["mallory"].reason
+    # the patched checks passed in the kernel: both scores are in the reason, the trusted one recorded
+    assert f"differs from the trusted score {honest:g}" in cheaters["mallory"].reason, cheaters["mallory"].reason
     assert "IPython.showtraceback" in cheaters["nick"].reason
     assert "torch.testing.assert_close" in cheaters["olivia"].reason
     assert "builtins.round" in cheaters["sam"].reason

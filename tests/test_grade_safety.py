@@ -53,24 +53,46 @@ def status(course: Path) -> dict[str, dict]:
         return {row["student"]: row for row in csv.DictReader(f)}
 
 
-def kernel_folders() -> set[str]:
-    """The kernels' socket folders and the cgroups made for them (as root)."""
-    found = {p.name for p in Path(tempfile.gettempdir()).glob("coursekit-kernels-*")}
+@pytest.fixture
+def private_run(tmp_path):
+    """A temporary folder and, as root, a pids and a memory cgroup inside this process's own,
+    for one grading subprocess to run in: the kernels' and workers' folders and cgroups it
+    makes go inside them, apart from those of any other test running at the same time. (The
+    folder is short: a kernel's socket path has at most 107 bytes.)"""
+    tmp = Path(tempfile.mkdtemp(prefix="gs-", dir="/tmp"))
+    groups = []
     for controller in ("pids", "memory"):
         own = sandbox._own_cgroup(controller) if os.geteuid() == 0 else None
-        found |= {str(p) for p in own.glob("coursekit-kernel-*")} if own else set()
-    return found
+        if own is not None:
+            group = own / f"test-grade-safety-{tmp_path.name}"
+            try:
+                group.mkdir()
+                groups.append(group)
+            except OSError:
+                pass
+    yield tmp, groups
+    for group in groups:
+        sandbox.remove_cgroup(group, seconds=5)
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
-def test_sigterm_keeps_finished_students_and_accounts_for_the_rest(course):
+def left_behind(tmp: Path, groups: list[Path]) -> set[str]:
+    """The kernels' socket folders, the trusted checker's workers' folders, and the cgroups
+    made for them (as root) that a grading run in ``private_run`` left."""
+    found = {p.name for pattern in ("coursekit-kernels-*", "coursekit-worker-*") for p in tmp.glob(pattern)}
+    return found | {str(p) for group in groups for p in group.iterdir() if p.is_dir()}
+
+
+def test_sigterm_keeps_finished_students_and_accounts_for_the_rest(course, private_run):
     for student in ("a1", "a2"):
         submit(course, student)
     submit(course, "b_sleeper", "import time\ntime.sleep(300)\n")
     submit(course, "c1")
-    before = kernel_folders()
-    grading = subprocess.Popen([sys.executable, "-m", "coursekit.classroom", "--course", str(course), "grade", A,
-                                "--jobs", "1"], env=tool_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True)
+    tmp, groups = private_run
+    grading = subprocess.Popen([*sandbox.enter_cgroups(groups), sys.executable, "-m", "coursekit.classroom",
+                                "--course", str(course), "grade", A, "--jobs", "1"],
+                               env={**tool_env(), "TMPDIR": str(tmp)}, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
     # students are graded in order: wait until a1 and a2 are done (nbgrader makes a finished
     # notebook read-only, and the trusted checker has written their scores) and the sleeper runs
     deadline = time.monotonic() + 240
@@ -99,7 +121,7 @@ def test_sigterm_keeps_finished_students_and_accounts_for_the_rest(course):
     assert "grading was interrupted (SIGTERM)" in rows["c1"]["reason"]
     assert scores(course) == {"a1": 20.0, "a2": 20.0}          # complete students only
     assert not list((course / "reports" / ".work").glob("grade-*"))   # no temporary folder left
-    assert kernel_folders() == before           # no socket folder, no cgroup left behind
+    assert left_behind(tmp, groups) == set()   # no socket or worker folder, no cgroup left behind
     with sqlite3.connect(course / "gradebook.db") as con:
         assert con.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     alive = subprocess.run(["pgrep", "-f", f"{course}/reports/.work"], capture_output=True, text=True)
