@@ -55,6 +55,32 @@ def graded_cells(assignment: str) -> list[tuple[str, str, float]]:
     return out
 
 
+def cell_index(nb: dict, grade_id: str) -> int:
+    """The position of the cell with nbgrader's ``grade_id`` in a notebook."""
+    return next(i for i, c in enumerate(nb["cells"]) if c["metadata"].get("nbgrader", {}).get("grade_id") == grade_id)
+
+
+def edit(nb: dict, grade_id: str, old: str, new: str) -> dict:
+    """A copy of a notebook with ``old`` replaced by ``new`` in the cell ``grade_id``: a
+    student's submission made from the solution."""
+    nb = json.loads(json.dumps(nb))
+    cell = nb["cells"][cell_index(nb, grade_id)]
+    source = "".join(cell["source"])
+    assert old in source, f"{grade_id} no longer contains {old!r}: update this test"
+    cell["source"] = source.replace(old, new)
+    return nb
+
+
+def trusted_spec(assignment: str):
+    """The trusted checker's view of an assignment, as grading builds it (the test cells'
+    source with hidden tests, as the gradebook holds it), and the solution notebook."""
+    from coursekit.classroom import checker
+    source = json.loads((ROOT / "solutions" / assignment / f"{assignment}.ipynb").read_text())
+    tests = {grade_id: (cell, points) for grade_id, cell, points in graded_cells(assignment)}
+    release = json.loads((ROOT / "exercises" / assignment / f"{assignment}.ipynb").read_text())
+    return checker.Assignment.from_release(assignment, release, tests), source
+
+
 def run_cell(source: str, namespace: dict, filename: str):
     """Run ``source`` as a notebook cell: the value of its last expression, if any. The
     source is registered in ``linecache`` as IPython does, so a failure shows the line."""

@@ -17,24 +17,11 @@ from coursekit import classroom
 from coursekit.classroom.common import nbgrader_bin
 from coursekit.classroom.grade import _make_shard
 from coursekit.classroom.integrity import verify
-from conftest import released_course, tool_env
+from conftest import cell_index, edit, released_course, tool_env
 
 pytestmark = pytest.mark.slow
 A = "scaling"
 MINMAX_RETURN = "return (X - self.data_min) / self.data_range * (high - low) + low"
-
-
-def cell_index(nb, grade_id):
-    return next(i for i, c in enumerate(nb["cells"]) if c["metadata"].get("nbgrader", {}).get("grade_id") == grade_id)
-
-
-def edit(nb, grade_id, old, new):
-    nb = json.loads(json.dumps(nb))
-    cell = nb["cells"][cell_index(nb, grade_id)]
-    source = "".join(cell["source"])
-    assert old in source, f"{grade_id} no longer contains {old!r}"
-    cell["source"] = source.replace(old, new)
-    return nb
 
 
 @pytest.fixture(scope="module")

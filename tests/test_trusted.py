@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from coursekit.classroom import checker, sandbox, wire
-from conftest import ROOT
+from conftest import trusted_spec
 
 # --------------------------------------------------------------------------- the wire
 
@@ -266,19 +266,6 @@ def test_an_import_of_what_a_solution_may_not_use_is_refused_and_noted(toy):
 # --------------------------------------------------------------------------- correct solutions
 
 
-def spec_for(assignment: str) -> tuple[checker.Assignment, dict]:
-    """The checker's view of an assignment, built from the instructor's files as grading does
-    (the test cells' source with hidden tests, as the gradebook holds it), and the solution."""
-    source = json.loads((ROOT / "solutions" / assignment / f"{assignment}.ipynb").read_text())
-    tests = {}
-    for cell in source["cells"]:
-        meta = cell["metadata"].get("nbgrader", {})
-        if meta.get("grade") and not meta.get("solution"):
-            tests[meta["grade_id"]] = ("".join(cell["source"]), meta["points"])
-    release = json.loads((ROOT / "exercises" / assignment / f"{assignment}.ipynb").read_text())
-    return checker.Assignment.from_release(assignment, release, tests), source
-
-
 def with_answers(nb: dict, answers: dict[str, str]) -> dict:
     nb = json.loads(json.dumps(nb))
     for cell in nb["cells"]:
@@ -308,7 +295,7 @@ def test_every_correct_style_gets_every_point_from_the_trusted_checker(assignmen
     """The fairness tables' correct solutions in other styles (and the instructor's own),
     scored outside the student's process: every autograded cell, hidden tests included,
     gets its full points, as in the notebook."""
-    spec, solution = spec_for(assignment)
+    spec, solution = trusted_spec(assignment)
     styles = [("solution", {})] + _styles().get(assignment, [])
     worker = checker.WorkerProcess(bwrap=sandbox.bwrap_path(), limits=sandbox.Limits())
     try:

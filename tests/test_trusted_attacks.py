@@ -21,10 +21,10 @@ import pytest
 import torch
 
 from coursekit.classroom import checker, sandbox
+from conftest import ROOT, cell_index, edit, trusted_spec
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[1]
 BWRAP = sandbox.bwrap_path()
 if BWRAP is None:
     pytest.skip("bubblewrap (bwrap) is not installed: the trusted checker's worker runs in its sandbox",
@@ -38,29 +38,6 @@ HANG_TIMEOUT = 5   # for the cases that hang or corrupt the pipe (each costs a t
 MINMAX_RETURN = "return (X - self.data_min) / self.data_range * (high - low) + low"
 FIT_FIRST = "self.data_min = X.amin(dim=0)"
 CLASS_LINE = "class MinMaxScaler:"
-
-
-def spec_for(assignment: str):
-    """The checker's view of an assignment (hidden tests included) and the solution notebook."""
-    src = json.loads((ROOT / "solutions" / assignment / f"{assignment}.ipynb").read_text())
-    tests = {c["metadata"]["nbgrader"]["grade_id"]: ("".join(c["source"]), c["metadata"]["nbgrader"]["points"])
-             for c in src["cells"]
-             if c["metadata"].get("nbgrader", {}).get("grade") and not c["metadata"]["nbgrader"].get("solution")}
-    rel = json.loads((ROOT / "exercises" / assignment / f"{assignment}.ipynb").read_text())
-    return checker.Assignment.from_release(assignment, rel, tests), src
-
-
-def cell_index(nb, grade_id):
-    return next(i for i, c in enumerate(nb["cells"]) if c["metadata"].get("nbgrader", {}).get("grade_id") == grade_id)
-
-
-def edit(nb, grade_id, old, new):
-    nb = json.loads(json.dumps(nb))
-    cell = nb["cells"][cell_index(nb, grade_id)]
-    source = "".join(cell["source"])
-    assert old in source, f"{grade_id} no longer contains {old!r}: update this test"
-    cell["source"] = source.replace(old, new, 1)
-    return nb
 
 
 def append(nb, grade_id, code):
@@ -101,7 +78,7 @@ def _seeded():
 
 @pytest.fixture(scope="module")
 def scaling():
-    return spec_for("scaling")
+    return trusted_spec("scaling")
 
 
 @pytest.fixture(scope="module")
@@ -530,7 +507,7 @@ ATEN_ARGS = "input, weight, bias, running_mean, running_var, training, momentum,
 
 @pytest.fixture(scope="module")
 def batchnorm():
-    return spec_for("batchnorm")
+    return trusted_spec("batchnorm")
 
 
 def ready_made(solution, code):

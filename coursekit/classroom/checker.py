@@ -243,7 +243,11 @@ class _Attach(torch.autograd.Function):
 
 
 def _tensors(value, out: list, depth=0) -> list:
-    """The tensors in a value, in the worker's order (see worker._collect_tensors)."""
+    """The tensors in a value, at the positions the worker counted them (worker._collect_tensors).
+    Any tensor counts here, where the worker counts only exact ones: a value decoded here
+    holds exact tensors, a tensor subclass of the worker's arrives as a foreign object (not
+    counted on either side), and an argument given back by identity is the checker's own
+    tensor, perhaps an ``nn.Parameter``, which the worker received as an exact tensor."""
     if depth <= wire.MAX_DEPTH:
         if isinstance(value, torch.Tensor):
             out.append(value)
