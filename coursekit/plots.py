@@ -19,10 +19,68 @@ from matplotlib.figure import Figure
 from coursekit.measure import LayerStats
 from coursekit.train import History, SeedRuns
 
-__all__ = ["mean_and_band", "plot_history", "plot_seeds", "plot_lr_sweep", "plot_layer_std",
+__all__ = ["BOOK_STYLE", "COLUMN_WIDTH", "DPI", "use_book_style", "words", "mean_and_band", "plot_history", "plot_seeds", "plot_lr_sweep", "plot_layer_std",
            "plot_histograms", "plot_percentiles", "plot_stat"]
 
 BANDS = ("std", "sem", "minmax")
+_BAND_WORDS = {"std": "std", "sem": "s.e.m.", "minmax": "range"}
+
+# The book's figure style, set once here and used by every chapter (`use_book_style()` in its
+# first cell). A figure of the column's width (COLUMN_WIDTH inches at DPI dots per inch) is
+# shown at its natural size in the book's text column at a 1280-px window, and its smallest
+# text (8.5 pt) renders at 11.8 px: legible even if a wider figure is shrunk to 80 %.
+DPI = 100
+COLUMN_WIDTH = 6.7                      # inches: 670 px at DPI; the output area of the column is 676 px
+MIN_FONT_SIZE = 8.5                     # points: the smallest text the style sets
+BOOK_STYLE = {
+    "figure.figsize": (COLUMN_WIDTH, 3.0),
+    "figure.dpi": DPI,
+    "savefig.dpi": DPI,
+    "figure.constrained_layout.use": True,
+    "font.size": 10,
+    "axes.titlesize": 10,
+    "axes.labelsize": 9.5,
+    "xtick.labelsize": MIN_FONT_SIZE,
+    "ytick.labelsize": MIN_FONT_SIZE,
+    "legend.fontsize": MIN_FONT_SIZE,
+    "legend.title_fontsize": MIN_FONT_SIZE,
+    "figure.titlesize": 10.5,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+}
+
+
+def use_book_style() -> None:
+    """Use the book's figure style (:data:`BOOK_STYLE`) from here on: figures as wide as the
+    book's column by default, fonts legible at the size the page shows them, PNG at :data:`DPI`
+    in a notebook. A chapter calls it in its first cell; a figure wider than one column
+    passes ``figsize=(COLUMN_WIDTH, height)`` rather than a width of its own."""
+    plt.rcParams.update(BOOK_STYLE)
+    try:                                         # inside IPython: inline PNG at the style's dpi
+        from IPython import get_ipython
+        from matplotlib_inline.backend_inline import set_matplotlib_formats
+        if get_ipython() is not None:
+            set_matplotlib_formats("png")
+    except ImportError:
+        pass
+
+
+# History keys and statistic names as the axes and legends say them
+_WORDS = {"epoch": "epoch", "time": "time (s)", "step": "step", "lr": "learning rate",
+          "frac_dead": "fraction of dead units", "frac_saturated": "fraction of saturated units",
+          "std": "standard deviation", "mean": "mean", "acc": "accuracy", "loss": "loss"}
+
+
+def words(key: str) -> str:
+    """A history key or statistic name in words, for an axis or a legend: ``"val_acc"`` →
+    ``"validation accuracy"``, ``"train_loss"`` → ``"training loss"``, ``"frac_dead"`` →
+    ``"fraction of dead units"``; other names with their underscores as spaces."""
+    if key in _WORDS:
+        return _WORDS[key]
+    for prefix, said in (("val_", "validation "), ("train_", "training "), ("test_", "test ")):
+        if key.startswith(prefix):
+            return said + words(key[len(prefix):])
+    return key.replace("_", " ")
 
 
 def _figure(ax=None, ncols: int = 1, nrows: int = 1, size=(5.0, 3.5)):
@@ -103,9 +161,9 @@ def plot_history(histories, keys: Sequence[str] | None = None, *, ax=None,
                 if key not in history:
                     raise KeyError(f"history{f' {label!r}' if label else ''} has no {key!r}; "
                                    f"available: {list(history)}")
-                axis.plot(history[x], history[key], label=f"{label} {key}".strip())
-        axis.set_xlabel(x)
-        axis.set_ylabel("loss" if all("loss" in k for k in panel) else ", ".join(panel))
+                axis.plot(history[x], history[key], label=f"{label} {words(key)}".strip())
+        axis.set_xlabel(words(x))
+        axis.set_ylabel("loss" if all("loss" in k for k in panel) else ", ".join(map(words, panel)))
         axis.legend()
         axis.grid(alpha=0.3)
     if title:
@@ -132,8 +190,8 @@ def plot_seeds(runs, key: str = "val_loss", *, band: str = "std", ax=None, x: st
         xs = mean_and_band(r.stack(x))[0]
         line, = axis.plot(xs, mean, label=f"{label} (n={len(r.seeds)})" if label else f"n={len(r.seeds)}")
         axis.fill_between(xs, low, high, color=line.get_color(), alpha=0.25, linewidth=0)
-    axis.set_xlabel(x)
-    axis.set_ylabel(f"{key} (mean ± {band})")
+    axis.set_xlabel(words(x))
+    axis.set_ylabel(f"{words(key)} (mean ± {_BAND_WORDS[band]})")
     axis.legend()
     axis.grid(alpha=0.3)
     if title:
@@ -141,7 +199,7 @@ def plot_seeds(runs, key: str = "val_loss", *, band: str = "std", ax=None, x: st
     return fig
 
 
-def plot_lr_sweep(lrs, values, *, band: str = "std", ax=None, ylabel: str = "final val_loss",
+def plot_lr_sweep(lrs, values, *, band: str = "std", ax=None, ylabel: str = "final validation loss",
                   best: str | None = "min", title: str | None = None) -> Figure:
     """A metric against the learning rate (log scale), with a band over seeds.
 
@@ -151,7 +209,7 @@ def plot_lr_sweep(lrs, values, *, band: str = "std", ax=None, ylabel: str = "fin
             ``{label: values}`` for several curves.
         band: as in :func:`mean_and_band`. Default: ``"std"``.
         ax: draw on this axis. Default: a new figure.
-        ylabel: label of the y axis. Default: ``"final val_loss"``.
+        ylabel: label of the y axis. Default: ``"final validation loss"``.
         best: mark the ``"min"`` or ``"max"`` of each mean curve, or ``None``. Default: ``"min"``.
         title: the axis title. Default: none.
     """
@@ -319,7 +377,7 @@ def plot_stat(stats: LayerStats, stat: str = "frac_dead", *, kind: str = "act",
     for name in names:
         axis.plot(series[:, stats.layers.index(name)], label=name)
     axis.set_xlabel("record")
-    axis.set_ylabel(stat)
+    axis.set_ylabel(words(stat))
     axis.legend(fontsize="small")
     axis.grid(alpha=0.3)
     if title:

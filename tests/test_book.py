@@ -323,3 +323,41 @@ def test_downloaded_notebook_prints_each_line_once(site, name):
 def html_unescape(text: str) -> str:
     import html as html_module
     return html_module.unescape(text)
+
+
+def _check_chapter():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("check_chapter", ROOT / "tools" / "check_chapter.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("name", CHAPTERS)
+def test_printouts_and_figures_of_the_run_fit_the_column(site, name):
+    """Every printed line fits the page's output area (88 characters) and every figure is at
+    most 845 px wide (shown at 80 % or more of its width in the 676-px column;
+    test_browser.py measures it as rendered)."""
+    check = _check_chapter()
+    notebook = _downloaded(site, name)
+    long = [line for _, line in check.printout_lines(notebook) if len(line) > check.MAX_LINE]
+    assert not long, f"{name}: {len(long)} printout line(s) over {check.MAX_LINE} characters:\n" + "\n".join(long[:10])
+    widths = [w for _, w in check.figure_widths(notebook)]
+    assert len(widths) >= 5 and max(widths) <= check.MAX_FIGURE_PX, f"{name}: figure widths {widths}"
+
+
+@pytest.mark.parametrize("name", CHAPTERS)
+def test_glued_values_and_the_claims_table_reach_the_page_and_the_download(site, name):
+    """The text's glued numbers are filled in from the run (none left as a role), and the
+    papers' claims against this run show as a table on the page and in the download."""
+    check = _check_chapter()
+    source = (ROOT / f"{name}.md").read_text()
+    uses = check.glue_uses(source)
+    assert len({n for kind, n, _ in uses if kind == "text"}) >= 10, f"{name} glues fewer than 10 numbers"
+    html = (site / f"{name}.html").read_text()
+    assert "{glue" not in html, f"{name}: a glue role is shown as text"
+    header = re.compile(r"<th[^>]*>\s*(?:<p>)?Claim(?:</p>)?\s*</th>\s*<th[^>]*>\s*(?:<p>)?Paper")
+    assert header.search(html), f"{name}: the page shows no table of its papers' claims"
+    markdown = "\n".join(_markdown(_downloaded(site, name)))
+    assert "| Claim | Paper | This run | Reproduced |" in markdown, f"{name}.ipynb has no claims table"

@@ -4,7 +4,9 @@ Each page must load without a JavaScript console error or a failed request (the 
 offline: anything fetched from a CDN fails here, and would fail for an offline reader), show
 every image, render its math with MathJax (no raw ``$...$`` left), and show no executed cell
 with an error. The left navigation lists the chapters in the table of contents' order, and
-the search page finds a chapter by one of its words. A screenshot of each chapter is saved
+the search page finds a chapter by one of its words. On a chapter, no figure is shrunk below
+80 % of its width (so its text stays 9 px or taller), no printout scrolls sideways, and the
+papers' claims against this run show as a table. A screenshot of each chapter is saved
 in ``test-artifacts/screenshots/`` (or ``$COURSEKIT_ARTIFACTS/screenshots/``).
 
 Chromium and its driver are Debian's ``chromium`` and ``chromium-driver`` packages, which
@@ -89,6 +91,9 @@ class PageReport:
     raw_math: list[str] = field(default_factory=list)
     error_outputs: list[str] = field(default_factory=list)
     nav: list[str] = field(default_factory=list)
+    figures: list[dict] = field(default_factory=list)      # an output image: src, natural and shown width
+    overflowing: list[str] = field(default_factory=list)   # output blocks wider than the page: first line
+    tables: list[list[str]] = field(default_factory=list)  # the header cells of each table in the text
 
 
 # Runs in the page once it has loaded: waits for MathJax, then reports what is on screen.
@@ -112,6 +117,13 @@ const done = arguments[arguments.length - 1];
     error_outputs: [...main.querySelectorAll('.cell_output .traceback, .cell_output .output.error, .cell_output .stderr')]
                      .map(e => e.textContent.slice(0, 200)),
     nav: [...document.querySelectorAll('nav.bd-docs-nav a.reference.internal')].map(a => a.getAttribute('href')),
+    figures: [...main.querySelectorAll('.cell_output img')].map(im => ({src: im.getAttribute('src'),
+                natural: im.naturalWidth, shown: im.getBoundingClientRect().width})),
+    overflowing: [...main.querySelectorAll('.cell_output pre')].filter(p => p.scrollWidth > p.clientWidth + 1)
+                   .map(p => `${p.scrollWidth} px in ${p.clientWidth} px: ` +
+                             p.textContent.split('\\n').reduce((a, l) => l.length > a.length ? l : a, '').slice(0, 120)),
+    tables: [...main.querySelectorAll('table')].map(t => [...t.querySelectorAll('thead th, tr:first-child th')]
+                                                           .map(th => th.textContent.trim())),
   };
   window.scrollTo(0, 0);                                    // the screenshot shows the top of the page
   done(seen);
@@ -183,6 +195,34 @@ def test_left_navigation_lists_every_page_in_order(reports, page):
     # the page itself is listed as "#"
     listed = [re.sub(r"(\.html)?(#.*)?$", "", href).split("/")[-1] or Path(page).name for href in reports[page].nav]
     assert listed == [Path(p).name for p in toc_files()], f"{page}: the navigation lists {listed}"
+
+
+@pytest.mark.parametrize("page", CHAPTERS)
+def test_figures_are_shown_near_their_natural_size_with_legible_text(reports, page):
+    """At a 1280-px window no figure is shrunk below 80 % of its width, so that the book
+    style's smallest text (coursekit.plots.MIN_FONT_SIZE at DPI) renders at 9 px or more."""
+    from coursekit.plots import DPI, MIN_FONT_SIZE
+
+    figures = reports[page].figures
+    assert len(figures) >= 5, f"{page} shows {len(figures)} figures"
+    for figure in figures:
+        ratio = figure["shown"] / figure["natural"]
+        assert ratio >= 0.8, (f"{page}: {figure['src']} is {figure['natural']} px wide, shown at "
+                              f"{figure['shown']:.0f} px ({ratio:.0%}); make it at most coursekit.plots.COLUMN_WIDTH wide")
+        assert MIN_FONT_SIZE * DPI / 72 * min(ratio, 1) >= 9, f"{page}: {figure['src']}: text below 9 px"
+
+
+@pytest.mark.parametrize("page", CHAPTERS)
+def test_no_printout_needs_horizontal_scrolling(reports, page):
+    assert reports[page].overflowing == [], \
+        f"{page}: output blocks wider than the page (print at most 88 characters a line):\n" + \
+        "\n".join(reports[page].overflowing)
+
+
+@pytest.mark.parametrize("page", CHAPTERS)
+def test_chapter_shows_its_papers_claims_against_this_run_as_a_table(reports, page):
+    assert ["Claim", "Paper", "This run", "Reproduced"] in reports[page].tables, \
+        f"{page}: no table of its papers' claims against this run; tables: {reports[page].tables}"
 
 
 def test_screenshot_of_each_chapter_is_saved(reports):

@@ -117,3 +117,46 @@ def test_empty_stats_are_explained():
     s = LayerStats(make_model())
     with pytest.raises(ValueError, match="recorded nothing"):
         plots.plot_layer_std(s)
+
+
+@pytest.mark.parametrize("key, said", [("val_acc", "validation accuracy"), ("train_loss", "training loss"),
+                                       ("val_loss", "validation loss"), ("test_acc", "test accuracy"),
+                                       ("frac_dead", "fraction of dead units"), ("epoch", "epoch"),
+                                       ("time", "time (s)"), ("grad_norm", "grad norm")])
+def test_words_says_a_history_key_in_words(key, said):
+    assert plots.words(key) == said
+
+
+def _texts(fig) -> list[str]:
+    texts = [t.get_text() for ax in fig.axes for t in (ax.xaxis.label, ax.yaxis.label, ax.title)]
+    texts += [t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()]
+    return [t for t in texts if t]
+
+
+def test_axes_and_legends_are_labelled_in_words_not_history_keys(runs, stats):
+    figures = [plots.plot_history(runs.histories[0]),
+               plots.plot_history({"a": runs.histories[0]}, keys=["val_acc"], x="time"),
+               plots.plot_seeds({"plain": runs}, "val_acc"), plots.plot_seeds(runs, "train_loss", band="sem"),
+               plots.plot_lr_sweep([0.1, 1.0], [1.0, 2.0]), plots.plot_stat(stats, "frac_dead")]
+    for fig in figures:
+        texts = _texts(fig)
+        assert texts
+        keys = [t for t in texts if "_" in t]
+        assert not keys, f"labels show code keys instead of words: {keys}"
+    assert "validation accuracy (mean ± std)" in _texts(figures[2])
+
+
+def test_book_style_fits_figures_to_the_column_with_legible_text():
+    with matplotlib.rc_context():
+        plots.use_book_style()
+        fig = plt.figure()
+        assert fig.get_size_inches()[0] == pytest.approx(plots.COLUMN_WIDTH)
+        assert fig.dpi == plots.DPI and plt.rcParams["savefig.dpi"] == plots.DPI
+        sizes = [plt.rcParams[k] for k in ("font.size", "axes.titlesize", "axes.labelsize", "xtick.labelsize",
+                                             "ytick.labelsize", "legend.fontsize", "figure.titlesize")]
+        assert min(matplotlib.font_manager.font_scalings.get(s, 1) * plt.rcParams["font.size"]
+                   if isinstance(s, str) else s for s in sizes) == plots.MIN_FONT_SIZE
+        # the smallest text, on a figure shown at 80 % of its width, renders at 9 px or more
+        assert plots.MIN_FONT_SIZE * plots.DPI / 72 * 0.8 >= 9
+        # a column-wide figure is shown at its natural size: 676 px is the page's output area
+        assert plots.COLUMN_WIDTH * plots.DPI <= 676

@@ -20,9 +20,12 @@ import pytest
 from conftest import ROOT, tool_env
 
 
-def build(tmp_path: Path, repository_url: str) -> subprocess.CompletedProcess:
+def build(tmp_path: Path, repository_url: str, body: str = "```{code-cell} ipython3\n6 * 7\n```\n") \
+        -> subprocess.CompletedProcess:
     (tmp_path / "_config.yml").write_text(f"""\
 title: one page
+execute:
+  execute_notebooks: cache       # as the book (_config.yml)
 repository:
   url: "{repository_url}"
   branch: main
@@ -33,10 +36,13 @@ html:
 sphinx:
   local_extensions:
     sphinx_course: {ROOT / "tools"}
+  config:
+    nb_execution_raise_on_error: true     # as the book: a failing cell stops the build
+    nb_execution_show_tb: true            # with the error (a claim: the sentence and values)
 """)
     (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: page\n")
     header = (ROOT / "book" / "scaling.md").read_text().split("---")[1]      # jupytext + kernelspec
-    (tmp_path / "page.md").write_text(f"---{header}---\n# A page\n\n```{{code-cell}} ipython3\n6 * 7\n```\n")
+    (tmp_path / "page.md").write_text(f"---{header}---\n# A page\n\n{body}")
     return subprocess.run(["jupyter-book", "build", ".", "--warningiserror"], cwd=tmp_path,
                           env=tool_env(), capture_output=True, text=True, timeout=300)
 
@@ -54,6 +60,40 @@ def test_without_a_repository_the_notebook_is_offered_and_no_launch_button(tmp_p
     scripts = re.findall(r"<script[^>]*>[^<]*</script>", html)
     assert len(scripts) == len(set(scripts)), "a script is included twice"
     assert html.count("const THEBE_JS_URL") == 1
+
+
+CLAIMED = """```{code-cell} ipython3
+from coursekit.book import claim, glue
+accuracy = 0.875
+```
+
+```{code-cell} ipython3
+:tags: [remove-cell]
+glue("accuracy", accuracy)
+claim(accuracy > %s, "the network scores above %s", accuracy=accuracy)
+```
+
+The network scores {glue:text}`accuracy:.2f`.
+"""
+
+
+@pytest.mark.slow
+def test_a_claim_the_run_supports_builds_and_the_text_shows_the_run_s_number(tmp_path):
+    result = build(tmp_path, "", CLAIMED % (0.5, "one half"))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    html = (tmp_path / "_build" / "html" / "page.html").read_text()
+    assert "The network scores 0.88." in " ".join(re.sub(r"<[^>]+>", "", html).split())
+    assert "claim(" not in html                                   # the check is not shown
+    notebook = json.loads((tmp_path / "_build" / "html" / "_sources" / "page.ipynb").read_text())
+    assert "The network scores 0.88." in "".join(notebook["cells"][-1]["source"])
+
+
+@pytest.mark.slow
+def test_a_claim_the_run_no_longer_supports_fails_the_build_naming_the_sentence(tmp_path):
+    result = build(tmp_path, "", CLAIMED % (0.9, "0.9"))
+    assert result.returncode != 0, "the book built although its run contradicts its text"
+    assert 'the text says "the network scores above 0.9", but the run gives accuracy=0.875' in \
+        result.stdout + result.stderr
 
 
 @pytest.mark.slow
@@ -261,3 +301,16 @@ def test_downloadable_notebook_holds_each_output_once_and_plain_markdown():
     bare = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("No citations.")])
     resolve = sc._BookResolver(fake_app(), "book/intro", citations, {})
     assert [c.source for c in sc.downloadable_notebook(bare, resolve, resolve.references)[0].cells] == ["No citations."]
+
+
+def test_a_glued_markdown_table_becomes_its_text_in_the_download():
+    """A chapter's closing claims table is glued Markdown shown by the ``{glue:md}`` directive:
+    the download shows the table itself, not the directive or nothing."""
+    table = "| Claim | Paper | This run | Reproduced |\n|---|---|---|---|\n| a | b | c | yes |"
+    resolve = sc._BookResolver(fake_app(), "book/batchnorm", sc.Citations.from_bibfile(ROOT / "references.bib"),
+                               {"claims": {"text/plain": "<IPython.core.display.Markdown object>",
+                                           "text/markdown": table}})
+    text, count = sc.markdown_for_jupyter("Before.\n\n```{glue:md} claims\n:format: myst\n```\n\nAfter.",
+                                          resolve, _counted=True)
+    assert count == 1
+    assert "Before.\n\n" + table + "\n\nAfter." == text

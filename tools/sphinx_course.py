@@ -169,7 +169,7 @@ _ADMONITIONS = {"note": "Note", "tip": "Tip", "hint": "Hint", "important": "Impo
                 "warning": "Warning", "caution": "Caution", "attention": "Attention",
                 "danger": "Danger", "error": "Error", "seealso": "See also", "todo": "To do"}
 _DROPPED_DIRECTIVES = {"bibliography", "toctree", "tableofcontents", "glue", "glue:", "glue:any",
-                       "glue:figure", "glue:math", "glue:md", "code-cell", "raw"}
+                       "glue:figure", "glue:math", "code-cell", "raw"}
 _CODE_DIRECTIVES = {"code", "code-block", "sourcecode"}
 
 Resolver = Callable[[str, str], str]
@@ -235,6 +235,8 @@ def _blockquote(title: str, body: str) -> str:
 def _directive_markdown(name: str, argument: str, body: list[str], resolve: Resolver) -> tuple[str, int]:
     """A directive as plain Markdown, and the number of roles converted in it."""
     options, rest = _directive_options(body)
+    if name == "glue:md":                        # a glued Markdown table: its text
+        return resolve(name, argument.strip()), 1
     if name in _DROPPED_DIRECTIVES:
         return "", 0
     if name in _CODE_DIRECTIVES:
@@ -604,8 +606,10 @@ def _executed_notebook(app: Sphinx, pagename: str) -> nbformat.NotebookNode | No
             if cell.cell_type == "code":
                 cell.outputs, cell.execution_count = [], None
         try:
-            _, cached = get_cache(app.config.nb_execution_cache_path or ".jupyter_cache") \
-                .merge_match_into_notebook(bare)
+            # myst-nb's cache, as it resolved it (by default _build/.jupyter_cache)
+            cache = getattr(getattr(app.env, "mystnb_config", None), "execution_cache_path", "") \
+                or app.config.nb_execution_cache_path or ".jupyter_cache"
+            _, cached = get_cache(cache).merge_match_into_notebook(bare)
             return cached
         except KeyError:                                      # not in the cache: myst-nb's outputs
             pass
@@ -648,6 +652,18 @@ def _write_notebooks(app: Sphinx, exception) -> None:
         nbformat.write(download, target)
 
 
+COURSE_CSS = "course.css"
+
+
+def _add_css(app: Sphinx) -> None:
+    """The book's own style sheet (``tools/static/course.css``): printouts sized so that a line
+    of 88 characters fits the text column."""
+    static = str(Path(__file__).parent / "static")
+    if static not in app.config.html_static_path:
+        app.config.html_static_path.append(static)
+    app.add_css_file(COURSE_CSS)
+
+
 def _scripts_once(app: Sphinx, pagename: str, templatename: str, context: dict, doctree) -> None:
     """Drop the second copy of a script (same file, or same inline body) from a page."""
     unique, seen = [], set()
@@ -662,6 +678,7 @@ def _scripts_once(app: Sphinx, pagename: str, templatename: str, context: dict, 
 
 
 def setup(app: Sphinx) -> dict:
+    app.connect("builder-inited", _add_css)
     app.connect("config-inited", _check_repository)
     app.connect("html-page-context", _scripts_once)
     app.connect("html-page-context", _offer_notebook, priority=500)   # before the theme's buttons (501)
