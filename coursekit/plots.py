@@ -200,8 +200,11 @@ def plot_seeds(runs, key: str = "val_loss", *, band: str = "std", ax=None, x: st
 
 
 def plot_lr_sweep(lrs, values, *, band: str = "std", ax=None, ylabel: str = "final validation loss",
-                  best: str | None = "min", title: str | None = None) -> Figure:
+                  best: str | None = "min", title: str | None = None, diverged=None) -> Figure:
     """A metric against the learning rate (log scale), with a band over seeds.
+
+    A learning rate at which a seed diverged gets no mean (a mean of the seeds that survived
+    would hide the divergence): an × at the top of the axis says in how many seeds.
 
     Args:
         lrs: the learning rates, shape ``(n,)``.
@@ -212,20 +215,34 @@ def plot_lr_sweep(lrs, values, *, band: str = "std", ax=None, ylabel: str = "fin
         ylabel: label of the y axis. Default: ``"final validation loss"``.
         best: mark the ``"min"`` or ``"max"`` of each mean curve, or ``None``. Default: ``"min"``.
         title: the axis title. Default: none.
+        diverged: which seeds diverged, of the shape of ``values`` (or ``{label: ...}``),
+            e.g. the seeds whose loss is NaN when ``values`` are accuracies. Default: the
+            values that are NaN or infinite.
     """
     if best not in ("min", "max", None):
         raise ValueError(f"best must be 'min', 'max' or None, got {best!r}")
     lrs = np.asarray(lrs, dtype=float)
     curves = dict(values) if isinstance(values, Mapping) else {"": values}
+    failed = dict(diverged) if isinstance(diverged, Mapping) else {label: diverged for label in curves}
     fig, (axis,) = _figure(ax)
-    for label, v in curves.items():
+    for index, (label, v) in enumerate(curves.items()):
         v = np.asarray(v, dtype=float)
         v = v[:, None] if v.ndim == 1 else v                 # (n, seeds)
         if v.shape[0] != len(lrs):
             raise ValueError(f"values{f' {label!r}' if label else ''} has {v.shape[0]} rows but "
                              f"there are {len(lrs)} learning rates")
-        mean, low, high = mean_and_band(v.T, band)
+        bad = ~np.isfinite(v) if failed.get(label) is None else np.asarray(failed[label], dtype=bool).reshape(v.shape)
+        n_bad = bad.sum(axis=1)                              # seeds that diverged, per learning rate
+        mean, low, high = mean_and_band(np.where(bad, np.nan, v).T, band)
+        for a in (mean, low, high):
+            a[n_bad > 0] = np.nan
         line, = axis.plot(lrs, mean, marker="o", label=label or None)
+        for x, k in zip(lrs[n_bad > 0], n_bad[n_bad > 0]):
+            axis.plot(x, 0.96, marker="x", markersize=9, mew=2, color=line.get_color(),
+                      transform=axis.get_xaxis_transform(), clip_on=False)
+            axis.annotate(f"diverged in {k} of {v.shape[1]}", (x, 0.96), xycoords=axis.get_xaxis_transform(),
+                          xytext=(-7, -14 * index), textcoords="offset points", ha="right", va="top",
+                          color=line.get_color())
         if v.shape[1] > 1:
             axis.fill_between(lrs, low, high, color=line.get_color(), alpha=0.25, linewidth=0)
         if best is not None and not np.all(np.isnan(mean)):

@@ -114,10 +114,9 @@ def test_chapter_ends_with_its_papers_claims_against_this_run(name):
         f"{name}: {CLAIMS_HEADING!r} comes right before ## Summary"
     directive = re.search(r"^(`{3,}|:{3,})\{glue:md\}\s+(\w+)", section, flags=re.M)
     assert directive, f"{name}: the section shows its glued table with the {{glue:md}} directive"
-    tables = [call for c in code_cells(name) for call in calls(c.source, "claims_table")]
+    tables = [c for c in code_cells(name) if calls(c.source, "claims_table")]
     assert tables, f"{name}: no claims_table(...) in the code"
-    rows = [node for call in tables for node in ast.walk(call) if isinstance(node, ast.Call)
-            and getattr(node.func, "id", None) == "Claim"]
+    rows = [call for c in tables for call in calls(c.source, "Claim")]
     assert len(rows) >= 3, f"{name}: its papers' claims table has {len(rows)} rows (at least 3)"
 
 

@@ -160,3 +160,21 @@ def test_book_style_fits_figures_to_the_column_with_legible_text():
         assert plots.MIN_FONT_SIZE * plots.DPI / 72 * 0.8 >= 9
         # a column-wide figure is shown at its natural size: 676 px is the page's output area
         assert plots.COLUMN_WIDTH * plots.DPI <= 676
+
+
+def test_lr_sweep_draws_no_mean_where_a_seed_diverged_and_says_in_how_many():
+    """A diverged seed (NaN loss) must not vanish into the mean of the seeds that survived."""
+    lrs = [0.01, 0.1, 1.0]
+    loss = np.array([[2.0, 2.2, 2.1], [1.0, 1.1, 0.9], [np.nan, 2.2, 2.3]])     # (lrs, seeds)
+    fig = plots.plot_lr_sweep(lrs, {"no BN": loss})
+    mean_line = fig.axes[0].get_lines()[0]
+    assert np.isnan(mean_line.get_ydata()[2]) and not np.isnan(mean_line.get_ydata()[:2]).any()
+    notes = [t.get_text() for t in fig.axes[0].texts]
+    assert notes == ["diverged in 1 of 3"]
+    # accuracies do not diverge themselves: the seeds whose loss did are named
+    acc = np.array([[0.5, 0.5, 0.5], [0.8, 0.7, 0.9], [0.1, 0.2, 0.1]])
+    fig = plots.plot_lr_sweep(lrs, {"no BN": acc}, best="max", diverged={"no BN": np.isnan(loss)})
+    assert np.isnan(fig.axes[0].get_lines()[0].get_ydata()[2])
+    assert [t.get_text() for t in fig.axes[0].texts] == ["diverged in 1 of 3"]
+    fig = plots.plot_lr_sweep(lrs, {"no BN": acc}, best="max")
+    assert not fig.axes[0].texts

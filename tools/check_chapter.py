@@ -2,7 +2,8 @@
 
     python tools/check_chapter.py book/scaling.md [book/batchnorm.md ...] [--no-run]
 
-For each chapter it lists
+For each chapter it lists (``ATEN_CPU_CAPABILITY=avx2`` or ``default`` in the environment
+runs torch's other CPU kernels, whose floating-point results differ, as on another machine)
 
 - numbers typed into the prose (``tools/prose_numbers.py``);
 - and, after executing the chapter as the book does (working directory ``book/``, a fresh
@@ -156,8 +157,8 @@ def check(path: Path, run: bool = True) -> list[str]:
     out.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(notebook, out)
     print(f"{path}: executed in {seconds:.1f} s (budget {BUDGET_S} s); notebook in {out.relative_to(ROOT)}")
-    if error:
-        problems.append(f"a cell failed:\n{error}")
+    if error:                                   # the cells after it did not run: nothing else to say
+        return problems + [f"a cell failed:\n{error}"]
     if seconds > BUDGET_S:
         problems.append(f"executed in {seconds:.1f} s, over the {BUDGET_S} s budget")
     problems += glue_problems(path.read_text(), notebook)
