@@ -180,3 +180,33 @@ def site(tmp_path_factory) -> Path:
     if result.returncode != 0:
         pytest.fail(f"the book did not build:\n{result.stdout[-6000:]}\n{result.stderr[-3000:]}")
     return src / "_build" / "html"
+
+
+# ---------------------------------------------------------------------------------------------
+# Running the suite on two workers (pytest-xdist, `make test`: -n 2 --dist loadgroup)
+#
+# Each file is one group that runs on one worker, so its module fixtures are built once, with
+# two exceptions: the book's files share the `site` build (group "book"), and the files that
+# grade with nbgrader, bubblewrap and cgroups form one group ("grading"), so that no two
+# gradings run at the same time (they count the sandboxes and cgroups left behind). The
+# longest groups come first (`--no-loadscope-reorder` keeps this order), the book's build
+# then runs beside the grading.
+BOOK_FILES = {"test_book", "test_browser"}
+GRADING_FILES = {"test_nbgrader", "test_sandbox", "test_classroom", "test_grade_safety", "test_trusted",
+                 "test_trusted_attacks", "test_collect", "test_preflight_export", "test_fairness",
+                 "test_fairness_scaling", "test_grading_early_stopping"}
+GROUP_ORDER = ["grading", "book"]            # the rest follow in the order pytest collected them
+
+
+def xdist_group(path: Path) -> str:
+    name = path.stem
+    return "book" if name in BOOK_FILES else "grading" if name in GRADING_FILES else name
+
+
+@pytest.hookimpl(tryfirst=True)              # before xdist reads the markers
+def pytest_collection_modifyitems(config, items):
+    groups = {item: xdist_group(Path(str(item.fspath))) for item in items}
+    for item, group in groups.items():
+        item.add_marker(pytest.mark.xdist_group(group))
+    rank = {group: i for i, group in enumerate(GROUP_ORDER)}
+    items.sort(key=lambda item: rank.get(groups[item], len(rank)))   # stable: files keep their order

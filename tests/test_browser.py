@@ -5,8 +5,9 @@ offline: anything fetched from a CDN fails here, and would fail for an offline r
 every image, render its math with MathJax (no raw ``$...$`` left), and show no executed cell
 with an error. The left navigation lists the chapters in the table of contents' order, and
 the search page finds a chapter by one of its words. On a chapter, no figure is shrunk below
-80 % of its width (so its text stays 9 px or taller), no printout scrolls sideways, and the
-papers' claims against this run show as a table. A screenshot of each chapter is saved
+80 % of its width (so its text stays 9 px or taller), no printout scrolls sideways, the
+papers' claims against this run show as a table, and the download menu's ``.ipynb`` is the
+executed chapter with plain Markdown. A screenshot of each chapter is saved
 in ``test-artifacts/screenshots/`` (or ``$COURSEKIT_ARTIFACTS/screenshots/``).
 
 Chromium and its driver are Debian's ``chromium`` and ``chromium-driver`` packages, which
@@ -94,6 +95,7 @@ class PageReport:
     figures: list[dict] = field(default_factory=list)      # an output image: src, natural and shown width
     overflowing: list[str] = field(default_factory=list)   # output blocks wider than the page: first line
     tables: list[list[str]] = field(default_factory=list)  # the header cells of each table in the text
+    download: dict = field(default_factory=dict)          # the .ipynb the download menu offers, as fetched
 
 
 # Runs in the page once it has loaded: waits for MathJax, then reports what is on screen.
@@ -124,7 +126,14 @@ const done = arguments[arguments.length - 1];
                              p.textContent.split('\\n').reduce((a, l) => l.length > a.length ? l : a, '').slice(0, 120)),
     tables: [...main.querySelectorAll('table')].map(t => [...t.querySelectorAll('thead th, tr:first-child th')]
                                                            .map(th => th.textContent.trim())),
+    download: {},
   };
+  const link = document.querySelector('a[href$=".ipynb"]');
+  if (link) {                                               // what a reader's click on "Download .ipynb" gets
+    const response = await fetch(link.href);
+    seen.download = {href: link.getAttribute('href'), status: response.status,
+                     text: response.ok ? await response.text() : ''};
+  }
   window.scrollTo(0, 0);                                    // the screenshot shows the top of the page
   done(seen);
 })().catch(e => done({error: String(e)}));
@@ -223,6 +232,25 @@ def test_no_printout_needs_horizontal_scrolling(reports, page):
 def test_chapter_shows_its_papers_claims_against_this_run_as_a_table(reports, page):
     assert ["Claim", "Paper", "This run", "Reproduced"] in reports[page].tables, \
         f"{page}: no table of its papers' claims against this run; tables: {reports[page].tables}"
+
+
+@pytest.mark.parametrize("page", CHAPTERS)
+def test_the_download_menu_gives_a_clean_executed_notebook(reports, page):
+    """The .ipynb a reader downloads from the page: the executed chapter, its Markdown
+    without MyST roles (glued numbers filled in, citations as text) and with its papers'
+    claims table (test_book.py checks the rest of the file)."""
+    import nbformat
+
+    download = reports[page].download
+    assert download, f"{page}: the download menu offers no .ipynb"
+    assert download["status"] == 200, f"{page}: {download['href']} answered {download['status']}"
+    notebook = nbformat.reads(download["text"], as_version=4)
+    nbformat.validate(notebook)
+    markdown = "\n".join(c.source for c in notebook.cells if c.cell_type == "markdown")
+    assert not re.search(r"\{(glue|cite|doc|ref)[a-z:]*\}`", markdown), f"{page}: MyST roles in the download"
+    assert "| Claim | Paper | This run | Reproduced |" in markdown
+    outputs = [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs]
+    assert sum("image/png" in o.get("data", {}) for o in outputs) >= 5, f"{page}: the download has no figures"
 
 
 def test_screenshot_of_each_chapter_is_saved(reports):
