@@ -35,11 +35,8 @@ book: $(STAMP)
 	COURSEKIT_PROGRESS=0 $(VENV)/bin/jupyter-book build . --warningiserror --keep-going
 	@$(PY) tools/chapter_times.py
 
-# Two workers (pytest-xdist): the grading tests on one, the book's build and the rest beside
-# them (tests/conftest.py groups them). TEST_WORKERS=0 runs everything in one process.
-TEST_WORKERS ?= 2
 test: $(STAMP) browser sandbox
-	$(PY) -m pytest $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder) $(PYTEST_ARGS)
+	$(PY) -m pytest $(PYTEST_ARGS)
 
 # Debian's Chromium and ChromeDriver, for the tests that open the book in a browser
 # (tests/test_browser.py): installed with apt-get when missing (as root, or with sudo).

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -158,13 +159,13 @@ CHAPTERS = [name for name in toc_files() if is_notebook(name)]   # the executed 
 EXAMPLE_REPOSITORY = "https://github.com/example-org/normcourse"
 
 
-@pytest.fixture(scope="session")
-def site(tmp_path_factory) -> Path:
-    """The book built from clean, with warnings as errors, in a copy of the repository (the
-    whole tree, as a maintainer has it), with ``repository: url:`` set to
-    :data:`EXAMPLE_REPOSITORY` so that the launch buttons are built too. Shared by the
-    tests of the book's files and of the book in a browser: it takes minutes."""
-    src = tmp_path_factory.mktemp("book")
+def _start_book_build() -> tuple[Path, subprocess.Popen]:
+    """Start building the book from clean, with warnings as errors, in a copy of the
+    repository (the whole tree, as a maintainer has it), with ``repository: url:`` set to
+    :data:`EXAMPLE_REPOSITORY` so that the launch buttons are built too. The copy is a
+    temporary folder of its own, outside pytest's (tests that watch theirs for stray files
+    run while it builds), removed when the session ends."""
+    src = Path(tempfile.mkdtemp(prefix="coursekit-book-"))
     ignore = shutil.ignore_patterns(".venv", "_build", ".git", "__pycache__", ".pytest_cache",
                                     "submitted", "autograded", "feedback", "gradebook.db",
                                     "reports", "test-artifacts")
@@ -173,40 +174,57 @@ def site(tmp_path_factory) -> Path:
     text = config.read_text()
     assert '  url: ""' in text, "_config.yml no longer has an empty repository url: update this fixture"
     config.write_text(text.replace('  url: ""', f"  url: {EXAMPLE_REPOSITORY}", 1))
-    result = subprocess.run(["jupyter-book", "build", ".", "--warningiserror"], cwd=src,
-                            env=tool_env(COURSEKIT_PROGRESS="0"), capture_output=True, text=True, timeout=900)
-    (src / "_build").mkdir(exist_ok=True)
-    (src / "_build" / "build.log").write_text(result.stdout + result.stderr)
-    if result.returncode != 0:
-        pytest.fail(f"the book did not build:\n{result.stdout[-6000:]}\n{result.stderr[-3000:]}")
-    return src / "_build" / "html"
+    log = open(src / "build.log", "w")
+    build = subprocess.Popen(["jupyter-book", "build", ".", "--warningiserror"], cwd=src, stdout=log,
+                             stderr=subprocess.STDOUT, env=tool_env(COURSEKIT_PROGRESS="0"))
+    log.close()
+    return src, build
 
 
-# ---------------------------------------------------------------------------------------------
-# Running the suite on two workers (pytest-xdist, `make test`: -n 2 --dist loadgroup)
-#
-# Each file is one group that runs on one worker, so its module fixtures are built once, with
-# two exceptions: the book's files share the `site` build (group "book"), and the files that
-# grade with nbgrader, bubblewrap and cgroups form one group ("grading"), so that no two
-# gradings run at the same time (they count the sandboxes and cgroups left behind). The
-# longest groups come first (`--no-loadscope-reorder` keeps this order), the book's build
-# then runs beside the grading.
-BOOK_FILES = {"test_book", "test_browser"}
-GRADING_FILES = {"test_nbgrader", "test_sandbox", "test_classroom", "test_grade_safety", "test_trusted",
-                 "test_trusted_attacks", "test_collect", "test_preflight_export", "test_fairness",
-                 "test_fairness_scaling", "test_grading_early_stopping"}
-GROUP_ORDER = ["grading", "book"]            # the rest follow in the order pytest collected them
+_BOOK_BUILD: dict[str, tuple[Path, subprocess.Popen]] = {}
+BOOK_FILES = {"test_book", "test_browser"}       # the tests of the built book: they run last
 
 
-def xdist_group(path: Path) -> str:
-    name = path.stem
-    return "book" if name in BOOK_FILES else "grading" if name in GRADING_FILES else name
-
-
-@pytest.hookimpl(tryfirst=True)              # before xdist reads the markers
+@pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config, items):
-    groups = {item: xdist_group(Path(str(item.fspath))) for item in items}
-    for item, group in groups.items():
-        item.add_marker(pytest.mark.xdist_group(group))
-    rank = {group: i for i, group in enumerate(GROUP_ORDER)}
-    items.sort(key=lambda item: rank.get(groups[item], len(rank)))   # stable: files keep their order
+    """The tests of the built book run last, so that the book builds (in the background, see
+    :func:`pytest_collection_finish`) while the other tests run."""
+    items.sort(key=lambda item: Path(str(item.fspath)).stem in BOOK_FILES)     # stable
+
+
+def pytest_collection_finish(session):
+    """When a collected test needs the built book, start building it now, beside the tests
+    that do not (the build takes minutes and mostly one core)."""
+    if session.config.option.collectonly or os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    if any("site" in getattr(item, "fixturenames", ()) for item in session.items):
+        _BOOK_BUILD["run"] = _BOOK_BUILD["started"] = _start_book_build()
+
+
+def pytest_sessionfinish(session):
+    if "started" in _BOOK_BUILD:
+        src, build = _BOOK_BUILD["started"]
+        if build.poll() is None:                   # interrupted: no build left running
+            build.kill()
+            build.wait()
+        shutil.rmtree(src, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def site() -> Path:
+    """The book built from clean (:func:`_start_book_build`), started when the tests were
+    collected; shared by the tests of the book's files and of the book in a browser."""
+    if "run" not in _BOOK_BUILD:                   # not started with the session (e.g. under xdist)
+        _BOOK_BUILD["run"] = _BOOK_BUILD["started"] = _start_book_build()
+    src, build = _BOOK_BUILD.pop("run")
+    try:
+        build.wait(timeout=900)
+    except subprocess.TimeoutExpired:
+        build.kill()
+        pytest.fail(f"the book did not build within 900 s; its log: {src / 'build.log'}")
+    output = (src / "build.log").read_text()
+    (src / "_build").mkdir(exist_ok=True)
+    (src / "_build" / "build.log").write_text(output)
+    if build.returncode != 0:
+        pytest.fail(f"the book did not build:\n{output[-9000:]}")
+    return src / "_build" / "html"
