@@ -26,9 +26,14 @@ from conftest import ROOT, cell_index, edit, trusted_spec
 pytestmark = pytest.mark.slow
 
 BWRAP = sandbox.bwrap_path()
-if BWRAP is None:
-    pytest.skip("bubblewrap (bwrap) is not installed: the trusted checker's worker runs in its sandbox",
-                allow_module_level=True)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _bubblewrap():
+    """The worker runs in its sandbox: without bubblewrap these tests cannot run, and fail."""
+    if BWRAP is None:
+        pytest.fail("bubblewrap (bwrap) is not installed: `make test` installs Debian's bubblewrap, "
+                    "or set BWRAP to its path", pytrace=False)
 
 TIMEOUT = 20       # seconds per test cell for the cases that do not hang
 HANG_TIMEOUT = 5   # for the cases that hang or corrupt the pipe (each costs a timeout)

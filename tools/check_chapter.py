@@ -30,6 +30,7 @@ import nbformat
 
 sys.path.insert(0, str(Path(__file__).parent))
 from prose_numbers import typed_numbers  # noqa: E402
+from sphinx_course import glue_data  # noqa: E402 - what the download converter reads
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -56,23 +57,10 @@ def glue_uses(source: str) -> list[tuple[str, str, str]]:
     return uses
 
 
-def glued(notebook) -> dict[str, dict]:
-    """The values the executed notebook glued, by name (their MIME bundles)."""
-    data = {}
-    for cell in notebook.cells:
-        for output in cell.get("outputs", []) if cell.cell_type == "code" else []:
-            scrapbook = output.get("metadata", {}).get("scrapbook")
-            if scrapbook and "name" in scrapbook:
-                prefix = scrapbook.get("mime_prefix", "")
-                data[scrapbook["name"]] = {k[len(prefix):] if k.startswith(prefix) else k: v
-                                           for k, v in output.get("data", {}).items()}
-    return data
-
-
 def glue_problems(source: str, notebook) -> list[str]:
     from myst_nb.core.variables import format_plain_text
 
-    values = glued(notebook)
+    values = glue_data(notebook)
     problems = []
     for kind, name, spec in glue_uses(source):
         if name not in values:

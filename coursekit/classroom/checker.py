@@ -242,22 +242,13 @@ class _Attach(torch.autograd.Function):
         return (None, None, None, *got, *([None] * len(grads)))
 
 
-def _tensors(value, out: list, depth=0) -> list:
-    """The tensors in a value, at the positions the worker counted them (worker._collect_tensors).
+def _tensors(value) -> list:
+    """The tensors in a value, at the positions the worker counted them (``wire.tensors_in``).
     Any tensor counts here, where the worker counts only exact ones: a value decoded here
     holds exact tensors, a tensor subclass of the worker's arrives as a foreign object (not
     counted on either side), and an argument given back by identity is the checker's own
     tensor, perhaps an ``nn.Parameter``, which the worker received as an exact tensor."""
-    if depth <= wire.MAX_DEPTH:
-        if isinstance(value, torch.Tensor):
-            out.append(value)
-        elif type(value) in (list, tuple):
-            for v in value:
-                _tensors(v, out, depth + 1)
-        elif type(value) is dict:
-            for v in value.values():
-                _tensors(v, out, depth + 1)
-    return out
+    return wire.tensors_in(value, exact=False)
 
 
 def _replace(value, new: dict, depth=0):
@@ -439,7 +430,7 @@ class Session:
         call_id, positions = reply.get("call"), reply.get("outputs")
         if grad and type(call_id) is int and type(positions) is list:
             index = [i for i, t in enumerate(sent_tensors) if t.requires_grad]
-            found = _tensors(value, [])
+            found = _tensors(value)
             outputs = [found[i] for i in positions if type(i) is int and 0 <= i < len(found)]
             if index and outputs and len(outputs) == len(positions):
                 for t in outputs:

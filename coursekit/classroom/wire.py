@@ -55,6 +55,27 @@ class WireClosed(EOFError):
 
 # --------------------------------------------------------------------------- values
 
+def tensors_in(value, exact: bool, out: list | None = None, _depth: int = 0) -> list:
+    """The tensors in a value (lists, tuples and dict values, down to MAX_DEPTH), in one order
+    that the worker and the checker share to pair the tensors of a call's arguments.
+
+    Args:
+        exact: count only exact ``torch.Tensor`` objects (the worker: a subclass there is a
+            student's object), or any tensor (the checker: see ``checker._tensors``).
+    """
+    out = [] if out is None else out
+    if _depth <= MAX_DEPTH:
+        if type(value) is torch.Tensor or (not exact and isinstance(value, torch.Tensor)):
+            out.append(value)
+        elif type(value) in (list, tuple):
+            for v in value:
+                tensors_in(v, exact, out, _depth + 1)
+        elif type(value) is dict:
+            for v in value.values():
+                tensors_in(v, exact, out, _depth + 1)
+    return out
+
+
 def encode(value, blobs: list, extra=None, _depth: int = 0, _count: list | None = None):
     """``value`` as JSON-able data, appending tensors' bytes to ``blobs``. ``extra(value)``
     returns the encoding of a value this module does not know, or None to refuse it."""

@@ -274,7 +274,7 @@ class Worker:
             value = wire.decode(d, blobs, special)
             return value
         value = decode(data)
-        _collect_tensors(value, arg_tensors)
+        wire.tensors_in(value, exact=True, out=arg_tensors)
         return value
 
     def _module(self, d, blobs, modules):
@@ -425,7 +425,7 @@ class Worker:
         reply = {"value": self.encode_result(value, out_blobs, arg_tensors), **extra}
         inputs = [t for t in arg_tensors if t.requires_grad]
         found = []
-        _collect_tensors(value, found)
+        wire.tensors_in(value, exact=True, out=found)
         positions = [i for i, o in enumerate(found) if o.grad_fn is not None and all(o is not t for t in arg_tensors)]
         if header.get("grad") and inputs and positions:
             self.next_call += 1
@@ -485,17 +485,6 @@ def _same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
     return torch.equal(a.detach().reshape(-1).view(torch.uint8), b.reshape(-1).view(torch.uint8))
 
 
-def _collect_tensors(value, out: list, _depth=0):
-    if _depth > wire.MAX_DEPTH:
-        return
-    if type(value) is torch.Tensor:
-        out.append(value)
-    elif type(value) in (list, tuple):
-        for v in value:
-            _collect_tensors(v, out, _depth + 1)
-    elif type(value) is dict:
-        for v in value.values():
-            _collect_tensors(v, out, _depth + 1)
 
 
 def run_cell(source: str, namespace: dict, label: str) -> None:
