@@ -5,14 +5,17 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# pytest-xdist workers for `make test` (auto: one per core); each test module runs on one worker
+TEST_JOBS ?= auto
 # nbgrader runs helper programs (alembic) by name: the venv's tools come first
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: help install browser sandbox book test release collect grade feedback grades lock clean
+.PHONY: help install browser sandbox book test test-fast release collect grade feedback grades lock clean
 
 help:
 	@echo "make book     build the rendered book into _build/html (executes every chapter)"
 	@echo "make test     run the whole test suite (installs Debian's chromium for the browser tests if missing)"
+	@echo "make test-fast  the unit tests alone (no notebook, nbgrader, sandbox or book build): under a minute"
 	@echo "make release  regenerate exercises/ from solutions/ with nbgrader (and create gradebook.db)"
 	@echo "make collect ASSIGNMENT=scaling FROM=folder-or.zip   put submissions into submitted/"
 	@echo "make grade ASSIGNMENT=scaling [JOBS=2] [GRADE_ARGS=] preflight, then autograde the class, each kernel sandboxed"
@@ -36,7 +39,10 @@ book: $(STAMP)
 	@$(PY) tools/chapter_times.py
 
 test: $(STAMP) browser sandbox
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_JOBS) --dist loadscope $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -n $(TEST_JOBS) -m "not slow" $(PYTEST_ARGS)
 
 # Debian's Chromium and ChromeDriver, for the tests that open the book in a browser
 # (tests/test_browser.py): installed with apt-get when missing (as root, or with sudo).

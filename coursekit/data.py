@@ -25,7 +25,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["Splits", "SKLEARN_DATASETS", "load_sklearn", "load_mnist1d", "cache_dir"]
+from coursekit.validate import non_negative_int, positive_int
+
+__all__ = ["Splits", "SKLEARN_DATASETS", "load_sklearn", "load_mnist1d", "cache_dir", "class_subset"]
 
 SKLEARN_DATASETS = ("iris", "wine", "digits", "breast_cancer")
 
@@ -201,3 +203,39 @@ def load_mnist1d(*, val_fraction: float = 0.2, split_seed: int = 0,
                   x(arrays["x_test"]), y(arrays["y_test"]),
                   feature_names=tuple(f"t{i}" for i in range(length)),
                   target_names=tuple(str(d) for d in range(10)))
+
+
+def class_subset(X: torch.Tensor, y: torch.Tensor, first: int, count: int = 5,
+                 n: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The examples of the classes ``first, ..., first + count - 1``, relabelled
+    ``0, ..., count - 1``: a smaller task cut from a data set, e.g. the digits 0-4 to
+    pre-train on and the digits 5-9 to fine-tune on.
+
+    The examples keep their order; ``n`` keeps the first ``n`` of them (a small training
+    set, as is typical of fine-tuning).
+
+    Args:
+        X: the inputs, shape ``(N, *)``.
+        y: the labels, shape ``(N,)``, integers.
+        first: the first class kept.
+        count: how many consecutive classes are kept. Default: 5.
+        n: keep only the first ``n`` examples of those classes. Default: ``None``, all.
+
+    Returns:
+        ``(X_subset, y_subset)``, with the labels shifted down by ``first``.
+
+    Raises:
+        ValueError: ``X`` and ``y`` of different lengths, ``first`` negative, ``count``
+            or ``n`` not a positive integer, or no label in the range.
+    """
+    non_negative_int(first, "first")
+    positive_int(count, "count")
+    if n is not None:
+        positive_int(n, "n", what="a positive integer or None")
+    if len(X) != len(y):
+        raise ValueError(f"X has {len(X)} examples but y has {len(y)} labels")
+    keep = (y >= first) & (y < first + count)
+    if not keep.any():
+        labels = f"the labels run from {y.min().item()} to {y.max().item()}" if len(y) else "y is empty"
+        raise ValueError(f"no label is in [{first}, {first + count}): {labels}")
+    return X[keep][:n], y[keep][:n] - first

@@ -33,6 +33,8 @@ from typing import Iterable
 import torch
 from torch import nn
 
+from coursekit.validate import positive_int, positive_number
+
 __all__ = ["calculate_fan_in_and_fan_out", "calculate_gain", "xavier_uniform_", "xavier_normal_",
            "kaiming_uniform_", "kaiming_normal_", "lsuv_"]
 
@@ -231,12 +233,9 @@ def lsuv_(model: nn.Module, batch: torch.Tensor, *, target_std: float = 1.0, tol
         ValueError: a non-positive ``target_std``, ``tol`` or ``max_iter``, or a model with
         no layer to initialize.
     """
-    if not target_std > 0:
-        raise ValueError(f"target_std must be positive, got {target_std}")
-    if not tol > 0:
-        raise ValueError(f"tol must be positive, got {tol}")
-    if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
-        raise ValueError(f"max_iter must be a positive integer, got {max_iter!r}")
+    positive_number(target_std, "target_std")
+    positive_number(tol, "tol")
+    positive_int(max_iter, "max_iter")
     layers = [m for m in model.modules() if isinstance(m, _WEIGHTED)] if layers is None else list(layers)
     if not layers:
         raise ValueError(f"lsuv_ found no Linear or Conv layer in {type(model).__name__} to initialize")

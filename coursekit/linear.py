@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from coursekit.validate import positive_number
+
 __all__ = ["hessian_condition_number", "logistic_regression_gd", "GDResult"]
 
 
@@ -85,8 +87,7 @@ def logistic_regression_gd(X: torch.Tensor, y: torch.Tensor, lr: float, *,
     """
     if X.dim() != 2 or y.dim() != 1 or X.shape[0] != y.shape[0]:
         raise ValueError(f"X must be (N, D) and y (N,), got shapes {tuple(X.shape)} and {tuple(y.shape)}")
-    if not lr > 0:
-        raise ValueError(f"lr must be positive, got {lr}")
+    positive_number(lr, "lr")
     C = int(num_classes if num_classes is not None else y.max() + 1)
     N = X.shape[0]
     Y = F.one_hot(y, C).to(X.dtype)                       # (N, C)

@@ -41,6 +41,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from coursekit.validate import positive_int, positive_number
+
 __all__ = ["run_processes", "free_port"]
 
 _TAIL = 2000  # characters of a failing rank's captured output quoted in the error
@@ -124,10 +126,8 @@ def run_processes(fn: Callable[..., Any], world_size: int = 2, *args: Any,
             tail of its output.
         TimeoutError: if some rank did not finish within ``timeout`` seconds.
     """
-    if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
-        raise ValueError(f"world_size must be a positive integer, got {world_size!r}")
-    if not (isinstance(timeout, (int, float)) and timeout > 0):
-        raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    positive_int(world_size, "world_size")
+    positive_number(timeout, "timeout", what="a positive number of seconds")
     if not callable(fn):
         raise TypeError(f"fn must be callable, got {type(fn).__name__}")
     if not dist.is_available():

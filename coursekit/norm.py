@@ -27,16 +27,20 @@ import math
 import torch
 from torch import nn
 
+from coursekit.validate import positive_int
+
 __all__ = ["batch_norm", "batch_norm_backward", "BatchRenorm", "layer_norm", "instance_norm",
-           "group_norm", "weight_norm"]
+           "group_norm", "weight_norm",
+           # per-channel shape helpers, shared with the grading checks
+           "reduce_dims", "channel_shape", "affine_per_channel"]
 
 
-def _reduce_dims(x: torch.Tensor) -> list[int]:
+def reduce_dims(x: torch.Tensor) -> list[int]:
     """Every dimension but the channels (dim 1): the batch and any spatial ones."""
     return [0, *range(2, x.dim())]
 
 
-def _channel_shape(x: torch.Tensor) -> tuple[int, ...]:
+def channel_shape(x: torch.Tensor) -> tuple[int, ...]:
     """Shape that broadcasts a per-channel vector (C,) against x: (1, C, 1, ..., 1)."""
     return (1, x.shape[1]) + (1,) * (x.dim() - 2)
 
@@ -53,9 +57,9 @@ def _check_input(x: torch.Tensor, **per_channel: torch.Tensor | None) -> None:
                              f"{tuple(x.shape)}, got shape {tuple(t.shape)}")
 
 
-def _affine_per_channel(y: torch.Tensor, weight, bias) -> torch.Tensor:
+def affine_per_channel(y: torch.Tensor, weight, bias) -> torch.Tensor:
     """y * gamma + beta with per-channel gamma, beta of shape (C,); None means no scale/shift."""
-    shape = _channel_shape(y)
+    shape = channel_shape(y)
     if weight is not None:
         y = y * weight.view(shape)
     if bias is not None:
@@ -107,8 +111,8 @@ def batch_norm(input: torch.Tensor, running_mean: torch.Tensor | None,
     if input.numel() == 0:
         # An empty batch: nothing to normalize, and no statistics to learn from (the mean of
         # no values is undefined), so the running statistics stay as they are, in either mode.
-        return _affine_per_channel(input.clone(), weight, bias)
-    dims, shape = _reduce_dims(input), _channel_shape(input)
+        return affine_per_channel(input.clone(), weight, bias)
+    dims, shape = reduce_dims(input), channel_shape(input)
     if training:
         m = input.numel() // input.shape[1]  # values per channel
         if m < 2:
@@ -127,7 +131,7 @@ def batch_norm(input: torch.Tensor, running_mean: torch.Tensor | None,
                              "(training=False)")
         mean, var = running_mean, running_var
     y = (input - mean.view(shape)) / torch.sqrt(var.view(shape) + eps)
-    return _affine_per_channel(y, weight, bias)
+    return affine_per_channel(y, weight, bias)
 
 
 def batch_norm_backward(grad_output: torch.Tensor, input: torch.Tensor,
@@ -160,7 +164,7 @@ def batch_norm_backward(grad_output: torch.Tensor, input: torch.Tensor,
     if not isinstance(grad_output, torch.Tensor) or grad_output.shape != input.shape:
         got = tuple(grad_output.shape) if isinstance(grad_output, torch.Tensor) else type(grad_output).__name__
         raise ValueError(f"grad_output must have the shape of input {tuple(input.shape)}, got {got}")
-    dims, shape = _reduce_dims(input), _channel_shape(input)
+    dims, shape = reduce_dims(input), channel_shape(input)
     m = input.numel() // input.shape[1]
     mean = input.mean(dim=dims, keepdim=True)
     inv_std = torch.rsqrt(((input - mean) ** 2).mean(dim=dims, keepdim=True) + eps)
@@ -215,7 +219,7 @@ class BatchRenorm(nn.Module):
         if not self.training:
             return batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
                               training=False, eps=self.eps)
-        dims, shape = _reduce_dims(x), _channel_shape(x)
+        dims, shape = reduce_dims(x), channel_shape(x)
         m = x.numel() // x.shape[1]
         if m < 2:
             raise ValueError(f"expected more than 1 value per channel when training, got input "
@@ -340,12 +344,12 @@ def instance_norm(input: torch.Tensor, running_mean: torch.Tensor | None = None,
         raise ValueError("running_mean and running_var must both be given or both be None, got "
                          f"running_mean={'None' if running_mean is None else 'a tensor'} and "
                          f"running_var={'None' if running_var is None else 'a tensor'}")
-    shape = _channel_shape(input)
+    shape = channel_shape(input)
     if not use_input_stats:
         if running_mean is None:
             raise ValueError("running_mean and running_var must be given when use_input_stats=False")
         y = (input - running_mean.view(shape)) / torch.sqrt(running_var.view(shape) + eps)
-        return _affine_per_channel(y, weight, bias)
+        return affine_per_channel(y, weight, bias)
 
     _check_spatial(input, "instance_norm")
     N, P = input.shape[0], math.prod(input.shape[2:])   # P positions per channel
@@ -363,7 +367,7 @@ def instance_norm(input: torch.Tensor, running_mean: torch.Tensor | None = None,
             unbiased = var * P / (P - 1)                          # (N, C, 1, ..., 1)
             running_var.mul_(1 - momentum).add_(momentum * unbiased.mean(dim=0).flatten())
     y = (input - mean) / torch.sqrt(var + eps)
-    return _affine_per_channel(y, weight, bias)
+    return affine_per_channel(y, weight, bias)
 
 
 def group_norm(input: torch.Tensor, num_groups: int, weight: torch.Tensor | None = None,
@@ -388,14 +392,13 @@ def group_norm(input: torch.Tensor, num_groups: int, weight: torch.Tensor | None
     """
     _check_input(input, weight=weight, bias=bias)
     N, C = input.shape[:2]
-    if isinstance(num_groups, bool) or not isinstance(num_groups, int) or num_groups < 1:
-        raise ValueError(f"num_groups must be a positive integer, got {num_groups!r}")
+    positive_int(num_groups, "num_groups")
     if C % num_groups:
         raise ValueError(f"num_channels ({C}) must be divisible by num_groups ({num_groups})")
     P = math.prod(input.shape[2:])            # positions per channel (1 for an (N, C) input)
     x = input.reshape(N, num_groups, C // num_groups * P)   # (N, G, C//G * P): groups are consecutive channels
     y = _normalize(x, [2], eps).view(input.shape)
-    return _affine_per_channel(y, weight, bias)
+    return affine_per_channel(y, weight, bias)
 
 
 def weight_norm(v: torch.Tensor, g: torch.Tensor, dim: int | None = 0) -> torch.Tensor:

@@ -6,14 +6,18 @@ import json
 import linecache
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
+
+from coursekit import course
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent  # nbgrader and jupyter-book run from the same environment
@@ -151,7 +155,8 @@ def is_notebook(name: str) -> bool:
     return text.startswith("---") and "kernelspec:" in text.split("---", 2)[1]
 
 
-CHAPTERS = [name for name in toc_files() if is_notebook(name)]   # the executed chapters
+CHAPTERS = [chapter.doc for chapter in course.CHAPTERS]   # the executed chapters (tests/test_course.py
+# holds _toc.yml and the notebooks in book/ to the registry)
 
 
 # The repository that the tested build of the book launches from (a public course sets its
@@ -159,13 +164,20 @@ CHAPTERS = [name for name in toc_files() if is_notebook(name)]   # the executed 
 EXAMPLE_REPOSITORY = "https://github.com/example-org/normcourse"
 
 
-def _start_book_build() -> tuple[Path, subprocess.Popen]:
+BOOK_DIR_ENV = "COURSEKIT_TEST_BOOK"    # the folder of the session's book build, shared by workers
+
+
+def _book_dir() -> Path:
+    return Path(os.environ[BOOK_DIR_ENV])
+
+
+def _start_book_build(folder: Path) -> None:
     """Start building the book from clean, with warnings as errors, in a copy of the
-    repository (the whole tree, as a maintainer has it), with ``repository: url:`` set to
-    :data:`EXAMPLE_REPOSITORY` so that the launch buttons are built too. The copy is a
-    temporary folder of its own, outside pytest's (tests that watch theirs for stray files
-    run while it builds), removed when the session ends."""
-    src = Path(tempfile.mkdtemp(prefix="coursekit-book-"))
+    repository (the whole tree, as a maintainer has it) in ``folder/src``, with
+    ``repository: url:`` set to :data:`EXAMPLE_REPOSITORY` so that the launch buttons are built
+    too. The build runs in a session of its own (it outlives the pytest-xdist worker that
+    started it, if need be) and writes its exit status to ``folder/returncode`` when done."""
+    src = folder / "src"
     ignore = shutil.ignore_patterns(".venv", "_build", ".git", "__pycache__", ".pytest_cache",
                                     "submitted", "autograded", "feedback", "gradebook.db",
                                     "reports", "test-artifacts")
@@ -174,15 +186,39 @@ def _start_book_build() -> tuple[Path, subprocess.Popen]:
     text = config.read_text()
     assert '  url: ""' in text, "_config.yml no longer has an empty repository url: update this fixture"
     config.write_text(text.replace('  url: ""', f"  url: {EXAMPLE_REPOSITORY}", 1))
-    log = open(src / "build.log", "w")
-    build = subprocess.Popen(["jupyter-book", "build", ".", "--warningiserror"], cwd=src, stdout=log,
-                             stderr=subprocess.STDOUT, env=tool_env(COURSEKIT_PROGRESS="0"))
-    log.close()
-    return src, build
+    script = ('jupyter-book build . --warningiserror > build.log 2>&1; '
+              'echo $? > ../returncode.tmp && mv ../returncode.tmp ../returncode')
+    build = subprocess.Popen(["sh", "-c", script], cwd=src, env=tool_env(COURSEKIT_PROGRESS="0"),
+                             start_new_session=True)
+    (folder / "pid").write_text(str(build.pid))
 
 
-_BOOK_BUILD: dict[str, tuple[Path, subprocess.Popen]] = {}
 BOOK_FILES = {"test_book", "test_browser"}       # the tests of the built book: they run last
+
+
+def pytest_configure(config):
+    """The controlling process (the only one without pytest-xdist) makes the folder where the
+    book will be built; the workers it starts inherit its name from the environment."""
+    if not hasattr(config, "workerinput") and BOOK_DIR_ENV not in os.environ:
+        # outside pytest's temporary folder: tests that watch theirs for stray files run while it builds
+        os.environ[BOOK_DIR_ENV] = tempfile.mkdtemp(prefix="coursekit-book-")
+        config._coursekit_book_dir = os.environ[BOOK_DIR_ENV]
+
+
+def pytest_unconfigure(config):
+    """The controlling process stops a build still running (an interrupted session) and
+    removes the folder."""
+    folder = getattr(config, "_coursekit_book_dir", None)
+    if folder is None:
+        return
+    pid = Path(folder) / "pid"
+    if pid.exists() and not (Path(folder) / "returncode").exists():
+        try:
+            os.killpg(int(pid.read_text()), signal.SIGKILL)
+        except (ProcessLookupError, PermissionError, ValueError):
+            pass
+    shutil.rmtree(folder, ignore_errors=True)
+    del os.environ[BOOK_DIR_ENV]
 
 
 @pytest.hookimpl(trylast=True)
@@ -192,39 +228,41 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: Path(str(item.fspath)).stem in BOOK_FILES)     # stable
 
 
+def _claim_book_build() -> None:
+    """Start the book's build unless a process of this session already did (with pytest-xdist
+    every worker collects every test; the first to claim the folder builds)."""
+    try:
+        (_book_dir() / "claimed").mkdir()
+    except FileExistsError:
+        return
+    _start_book_build(_book_dir())
+
+
 def pytest_collection_finish(session):
     """When a collected test needs the built book, start building it now, beside the tests
     that do not (the build takes minutes and mostly one core)."""
-    if session.config.option.collectonly or os.environ.get("PYTEST_XDIST_WORKER"):
+    if session.config.option.collectonly:
         return
     if any("site" in getattr(item, "fixturenames", ()) for item in session.items):
-        _BOOK_BUILD["run"] = _BOOK_BUILD["started"] = _start_book_build()
-
-
-def pytest_sessionfinish(session):
-    if "started" in _BOOK_BUILD:
-        src, build = _BOOK_BUILD["started"]
-        if build.poll() is None:                   # interrupted: no build left running
-            build.kill()
-            build.wait()
-        shutil.rmtree(src, ignore_errors=True)
+        _claim_book_build()
 
 
 @pytest.fixture(scope="session")
 def site() -> Path:
     """The book built from clean (:func:`_start_book_build`), started when the tests were
-    collected; shared by the tests of the book's files and of the book in a browser."""
-    if "run" not in _BOOK_BUILD:                   # not started with the session (e.g. under xdist)
-        _BOOK_BUILD["run"] = _BOOK_BUILD["started"] = _start_book_build()
-    src, build = _BOOK_BUILD.pop("run")
-    try:
-        build.wait(timeout=900)
-    except subprocess.TimeoutExpired:
-        build.kill()
-        pytest.fail(f"the book did not build within 900 s; its log: {src / 'build.log'}")
+    collected; shared by the tests of the book's files and of the book in a browser, in every
+    pytest-xdist worker."""
+    _claim_book_build()
+    folder = _book_dir()
+    deadline = time.monotonic() + 900
+    while not (folder / "returncode").exists():
+        if time.monotonic() > deadline:
+            pytest.fail(f"the book did not build within 900 s; its log: {folder / 'src' / 'build.log'}")
+        time.sleep(1)
+    src = folder / "src"
     output = (src / "build.log").read_text()
     (src / "_build").mkdir(exist_ok=True)
     (src / "_build" / "build.log").write_text(output)
-    if build.returncode != 0:
+    if (folder / "returncode").read_text().strip() != "0":
         pytest.fail(f"the book did not build:\n{output[-9000:]}")
     return src / "_build" / "html"

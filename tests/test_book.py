@@ -12,6 +12,7 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
+from coursekit import course
 from conftest import CHAPTERS, EXAMPLE_REPOSITORY, ROOT, VENV_BIN, toc_files, tool_env
 
 pytestmark = pytest.mark.slow
@@ -37,12 +38,6 @@ def test_chapter_executed_without_errors(site, name):
         assert bad not in html, f"{name} shows an error output ({bad!r})"
 
 
-ASSIGNMENT_OF = {"book/scaling": "scaling", "book/batchnorm": "batchnorm",
-                 "book/normalization_family": "normalization", "book/initialization": "initialization",
-                 "book/regularization": "dropout", "book/early_stopping": "early_stopping",
-                 "book/why_batchnorm": "smoothness"}
-
-
 @pytest.mark.parametrize("name", CHAPTERS)
 def test_chapter_has_figures_summary_and_exercises_linking_its_assignment(site, name):
     html = (site / f"{name}.html").read_text()
@@ -53,7 +48,7 @@ def test_chapter_has_figures_summary_and_exercises_linking_its_assignment(site, 
     text = re.sub(r"<[^>]+>", " ", html)
     for heading in ("Summary", "Exercises"):
         assert heading in text, f"{name} has no {heading} section"
-    assignment = ASSIGNMENT_OF[name]
+    assignment = course.chapter(name).assignment.name
     assert f"exercises/{assignment}/{assignment}.ipynb" in text
     assert (ROOT / "exercises" / assignment / f"{assignment}.ipynb").is_file()
 

@@ -2,7 +2,7 @@
 versions do not count, and each classic mistake loses its check with a message naming it."""
 import pytest
 
-from coursekit import measure
+from coursekit import smoothness
 from coursekit.grading import CheckFailure
 from coursekit.grading import smoothness as checks
 from conftest import ROOT, notebook_cells, solution_cells, with_mistake
@@ -35,10 +35,10 @@ def test_released_stub_scores_nothing():
 @pytest.mark.parametrize("cell", list(CHECKS))
 def test_coursekits_measurement_does_not_count(cell):
     with pytest.raises(CheckFailure, match="must be your own function"):
-        CHECKS[cell](getattr(measure, cell))
+        CHECKS[cell](getattr(smoothness, cell))
 
     def wrapper(*args):
-        return getattr(measure, cell)(*args)
+        return getattr(smoothness, cell)(*args)
     with pytest.raises(CheckFailure, match="calls a ready-made measurement"):
         CHECKS[cell](wrapper)
 

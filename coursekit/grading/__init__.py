@@ -47,9 +47,11 @@ from typing import Callable, Mapping
 import torch
 from torch.testing import assert_close as _assert_close  # kept private: see integrity below
 
+from coursekit.validate import non_negative_number
+
 __all__ = ["check", "check_own_work", "quiet", "call", "student_line", "expect_value_error", "forbid",
-           "assert_tensor", "exact", "precision_scale", "precision_mistakes",
-           "CheckFailure"]
+           "assert_tensor", "preview", "exact", "precision_scale", "precision_mistakes",
+           "normalized", "EPS_OUTSIDE_SQRT", "CheckFailure"]
 
 
 class CheckFailure(AssertionError):
@@ -100,8 +102,7 @@ def check(fn: Callable) -> Callable:
 
     @functools.wraps(fn)
     def graded(*args, points: float = 1.0, **kwargs) -> float:
-        if isinstance(points, bool) or not isinstance(points, (int, float)) or points < 0:
-            raise ValueError(f"points must be a non-negative number, got {points!r}")
+        non_negative_number(points, "points", what="a non-negative number")
         with quiet():
             try:
                 fn(*args, **kwargs)
@@ -257,7 +258,8 @@ def _describe(x) -> str:
     return f"{type(x).__name__} {x!r}"[:200]
 
 
-def _preview(t: torch.Tensor, n: int = 6) -> str:
+def preview(t: torch.Tensor, n: int = 6) -> str:
+    """The first ``n`` values of ``t`` (flattened) for a failure message: ``"[0.5, -1.25 ...]"``."""
     flat = t.detach().reshape(-1)[:n].tolist()
     more = " ..." if t.numel() > n else ""
     return "[" + ", ".join(f"{v:.6g}" for v in flat) + more + "]"
@@ -311,8 +313,8 @@ def assert_tensor(got, expected: torch.Tensor, *, what: str,
     diff = torch.where(torch.isnan(diff), torch.zeros_like(diff), diff)
     idx = tuple(int(i) for i in (diff == diff.max()).nonzero()[0])
     lines = [f"{what} returned wrong values.",
-             f"  expected: {_preview(expected)}",
-             f"  got:      {_preview(got)}",
+             f"  expected: {preview(expected)}",
+             f"  got:      {preview(got)}",
              f"  largest difference {diff.max().item():.3g} at index {idx}"]
     for explanation, wrong in (mistakes or {}).items():
         if callable(wrong):
@@ -375,3 +377,30 @@ def precision_mistakes(x, dtypes, mistakes: dict) -> dict:
                 f"(.half(), .bfloat16()) or a subtraction of nearly equal large numbers.":
                 lambda got, expected: True}
     return mistakes
+
+
+# --- wrong variants shared by the normalization checks ---------------------------------------
+
+EPS_OUTSIDE_SQRT = "eps is added outside the square root: use sqrt(var + eps), not sqrt(var) + eps."
+
+
+def normalized(x: torch.Tensor, dims, eps: float, *, correction: int = 0,
+               eps_outside: bool = False) -> torch.Tensor:
+    r"""``x`` normalized over ``dims``, :math:`(x - \mu) / \sqrt{\sigma^2 + \epsilon}`, or one of
+    its classic mistakes, to recognise in a student's result.
+
+    Args:
+        x: the input.
+        dims: the dimensions that one mean and one variance are taken over (the wrong ones,
+            for a "wrong dimensions" mistake).
+        eps: :math:`\epsilon`; 0 for the "eps is missing" mistake.
+        correction: 0 for the biased variance (right), 1 for the unbiased one (a mistake).
+            Default: 0.
+        eps_outside: the mistake :math:`\sqrt{\sigma^2} + \epsilon`. Default: ``False``.
+
+    Returns:
+        a tensor of the shape of ``x``, without scale or shift.
+    """
+    mean = x.mean(dim=dims, keepdim=True)
+    var = x.var(dim=dims, correction=correction, keepdim=True)
+    return (x - mean) / ((var.sqrt() + eps) if eps_outside else torch.sqrt(var + eps))

@@ -21,8 +21,8 @@ from typing import Sequence
 import torch
 
 from coursekit import norm as _reference
-from coursekit.grading import (CheckFailure, assert_tensor, call, check_own_work, exact, precision_mistakes,
-                               precision_scale)
+from coursekit.grading import (EPS_OUTSIDE_SQRT, CheckFailure, assert_tensor, call, check_own_work, exact,
+                               normalized, precision_mistakes, precision_scale)
 
 __all__ = ["check_batch_norm_train", "check_batch_norm_running_stats", "check_batch_norm_eval",
            "check_batch_norm_backward"]
@@ -70,12 +70,12 @@ def _describe(x, **options) -> str:
     return f"batch_norm(x of shape {tuple(x.shape)} {x.dtype}{extra})"
 
 
-_dims = _reference._reduce_dims   # every dimension but the channels
+_dims = _reference.reduce_dims   # every dimension but the channels
 
 
 def _view(t, x):
     """A per-channel vector (C,) shaped to broadcast against x: (1, C, 1, ...)."""
-    return t.view(_reference._channel_shape(x))
+    return t.view(_reference.channel_shape(x))
 
 
 # --- known mistakes, as the wrong results they produce --------------------------------------
@@ -84,33 +84,26 @@ def _forward_mistakes(x, weight, bias, eps):
     dims = _dims(x)
     w = 1 if weight is None else _view(weight, x)
     b = 0 if bias is None else _view(bias, x)
-    mean, var = x.mean(dims), x.var(dims, correction=0)
-    unbiased = x.var(dims, correction=1)
     out = {
         "the batch is normalized with the unbiased variance (divide by m - 1). Batch norm "
         "normalizes with the biased variance (divide by m = number of values per channel); "
         "only running_var stores the unbiased one.":
-            (x - _view(mean, x)) / torch.sqrt(_view(unbiased, x) + eps) * w + b,
-        "eps is added outside the square root: use sqrt(var + eps), not sqrt(var) + eps.":
-            (x - _view(mean, x)) / (torch.sqrt(_view(var, x)) + eps) * w + b,
-        "eps is missing: divide by sqrt(var + eps).":
-            (x - _view(mean, x)) / torch.sqrt(_view(var, x)) * w + b,
+            normalized(x, dims, eps, correction=1) * w + b,
+        EPS_OUTSIDE_SQRT: normalized(x, dims, eps, eps_outside=True) * w + b,
+        "eps is missing: divide by sqrt(var + eps).": normalized(x, dims, 0) * w + b,
         "gamma and beta are swapped: y = x_hat * weight + bias.":
-            (x - _view(mean, x)) / torch.sqrt(_view(var, x) + eps) * (0 if bias is None else _view(bias, x))
+            normalized(x, dims, eps) * (0 if bias is None else _view(bias, x))
             + (0 if weight is None else _view(weight, x)),
     }
     if x.dim() > 2:
-        batch_only = x.mean(0, keepdim=True), x.var(0, correction=0, keepdim=True)
         out["the statistics are taken over the batch dimension only: for an input (N, C, *) "
             "each channel is normalized over N and every position (*), i.e. over every "
-            "dimension except 1."] = (x - batch_only[0]) / torch.sqrt(batch_only[1] + eps) * w + b
-    over_c = x.mean(1, keepdim=True), x.var(1, correction=0, keepdim=True)
+            "dimension except 1."] = normalized(x, [0], eps) * w + b
     out["the statistics are taken over the channels (dim 1). Batch norm normalizes each "
         "channel separately, over the batch (and positions): reduce over every dimension "
-        "except 1."] = (x - over_c[0]) / torch.sqrt(over_c[1] + eps) * w + b
-    all_dims = x.mean(), x.var(correction=0)
+        "except 1."] = normalized(x, [1], eps) * w + b
     out["the statistics are taken over the whole tensor: batch norm computes one mean and "
-        "one variance per channel (dimension 1)."] = (x - all_dims[0]) / torch.sqrt(all_dims[1] + eps) * w + b
+        "one variance per channel (dimension 1)."] = normalized(x, list(range(x.dim())), eps) * w + b
     return out
 
 
@@ -258,7 +251,7 @@ def check_batch_norm_running_stats(batch_norm, *, seed: int = 0,
 def _eval_mistakes(x, weight, bias, rm, rv, eps):
     dims = _dims(x)
     w, b, centred = _view(weight, x), _view(bias, x), x - _view(rm, x)
-    batch_stats = (x - _view(x.mean(dims), x)) / torch.sqrt(_view(x.var(dims, correction=0), x) + eps)
+    batch_stats = normalized(x, dims, eps)
     return {
         "in evaluation mode (training=False) normalize with running_mean and running_var, not "
         "with the statistics of the batch: at inference the output for a sample must not "

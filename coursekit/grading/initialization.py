@@ -21,7 +21,7 @@ from torch import nn
 
 from coursekit import init as _reference
 from coursekit import measure as _measure
-from coursekit.grading import CheckFailure, _preview, call, check_own_work, expect_value_error
+from coursekit.grading import CheckFailure, call, check_own_work, expect_value_error, preview
 
 __all__ = ["check_fans", "check_xavier_uniform", "check_xavier_normal", "check_kaiming_uniform",
            "check_kaiming_normal", "check_layer_stds", "ACTIVATIONS"]
@@ -327,7 +327,7 @@ def check_layer_stds(layer_stds, *, seed: int = 0,
         per_unit = _per_unit_std(model, x)
         linear = _ref_stds(model, x, layers=nn.Linear)[:-1]
         lines = [f"{what} returned wrong values.",
-                 f"  expected: {_preview(expected)}", f"  got:      {_preview(got64)}"]
+                 f"  expected: {preview(expected)}", f"  got:      {preview(got64)}"]
         if torch.allclose(got64, unbiased, rtol=1e-4):
             lines.append("Likely mistake: the std is the unbiased one (divide by n - 1); use the "
                          "population std over all elements, x.std(correction=0).")

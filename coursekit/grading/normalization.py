@@ -24,8 +24,8 @@ from typing import Sequence
 import torch
 
 from coursekit import norm as _reference
-from coursekit.grading import (assert_tensor, call, check_own_work, exact, expect_value_error, precision_mistakes,
-                               precision_scale)
+from coursekit.grading import (EPS_OUTSIDE_SQRT, assert_tensor, call, check_own_work, exact, expect_value_error,
+                               normalized, precision_mistakes, precision_scale)
 # the same judging as batch norm's: the exact reference, float32's precision per group of
 # values, and only a precision hint for a float32 failure after a float64 pass
 
@@ -98,24 +98,17 @@ def _channel_view(t, x):
 
 # --- the mistakes ---------------------------------------------------------------------------
 
-def _normalized(x, dims, eps, correction=0, eps_outside=False):
-    mean = x.mean(dim=dims, keepdim=True)
-    var = x.var(dim=dims, correction=correction, keepdim=True)
-    return (x - mean) / ((var.sqrt() + eps) if eps_outside else torch.sqrt(var + eps))
-
-
 def _common_mistakes(x, dims, eps, affine):
     return {
         "the variance is the unbiased one (divide by m - 1); normalization layers use the "
-        "biased variance (divide by m, correction=0).": affine(_normalized(x, dims, eps, correction=1)),
-        "eps is added outside the square root: use sqrt(var + eps), not sqrt(var) + eps.":
-            affine(_normalized(x, dims, eps, eps_outside=True)),
+        "biased variance (divide by m, correction=0).": affine(normalized(x, dims, eps, correction=1)),
+        EPS_OUTSIDE_SQRT: affine(normalized(x, dims, eps, eps_outside=True)),
     }
 
 
 def _per_channel(weight, bias):
     """The per-channel affine transform of instance and group norm, as a function of y."""
-    return lambda y: _reference._affine_per_channel(y, weight, bias)
+    return lambda y: _reference.affine_per_channel(y, weight, bias)
 
 
 def _wrong_axis_affine(weight, bias, x):
@@ -132,7 +125,7 @@ def _layer_mistakes(x, dims, k, eps, weight, bias):
     if k > 1:
         mistakes["only the last dimension is normalized, but normalized_shape has "
                  f"{k} dimensions: reduce over all of the last {k} dimensions."] = \
-            affine(_normalized(x, [-1], eps))
+            affine(normalized(x, [-1], eps))
     return mistakes
 
 
@@ -141,14 +134,14 @@ def _instance_mistakes(x, dims, eps, weight, bias):
     mistakes = _common_mistakes(x, dims, eps, affine)
     mistakes["the statistics include the batch dimension N (that is batch norm): "
              "instance norm normalizes each example separately, over its positions only."] = \
-        affine(_normalized(x, [0, *dims], eps))
+        affine(normalized(x, [0, *dims], eps))
     mistakes["the statistics include the channels (that is layer norm): instance norm "
              "normalizes each channel separately, over the positions only."] = \
-        affine(_normalized(x, [1, *dims], eps))
+        affine(normalized(x, [1, *dims], eps))
     if weight is not None:
         mistakes["weight and bias are applied along the last dimension; they are per "
                  "channel (dimension 1): reshape them to (1, C, 1, ...)."] = \
-            _wrong_axis_affine(weight, bias, x)(_normalized(x, dims, eps))
+            _wrong_axis_affine(weight, bias, x)(normalized(x, dims, eps))
     return mistakes
 
 
@@ -160,13 +153,13 @@ def _group_mistakes(x, G, eps, weight, bias):
     interleaved = x.reshape(N, C // G, G, -1)                           # wrong: (N, C//G, G, positions)
     mistakes["the channels are grouped in the wrong order: group g holds the consecutive "
              "channels g*C/G ... (g+1)*C/G - 1, so reshape to (N, G, C // G, ...), not "
-             "(N, C // G, G, ...)."] = affine(_normalized(interleaved, [1, 3], eps).view(x.shape))
+             "(N, C // G, G, ...)."] = affine(normalized(interleaved, [1, 3], eps).view(x.shape))
     mistakes["the statistics include the batch dimension N: group norm normalizes each "
-             "example separately."] = affine(_normalized(grouped, [0, 2], eps).view(x.shape))
+             "example separately."] = affine(normalized(grouped, [0, 2], eps).view(x.shape))
     if weight is not None:
         mistakes["weight and bias are applied along the last dimension; they are per "
                  "channel (dimension 1): reshape them to (1, C, 1, ...)."] = \
-            _wrong_axis_affine(weight, bias, x)(_normalized(grouped, [2], eps).view(x.shape))
+            _wrong_axis_affine(weight, bias, x)(normalized(grouped, [2], eps).view(x.shape))
     return mistakes
 
 
@@ -184,11 +177,11 @@ def check_layer_norm(layer_norm, *, seed: int = 0,
     ``cases``: ``(input shape, k)``, normalizing over the last ``k`` dimensions."""
     gen = torch.Generator().manual_seed(seed)
     for shape, k in cases:
-        normalized = tuple(shape[-k:])
-        for x, weight, bias in _in_each_dtype(dtypes, _input(shape, gen), *_params(normalized, gen)):
+        trailing = tuple(shape[-k:])
+        for x, weight, bias in _in_each_dtype(dtypes, _input(shape, gen), *_params(trailing, gen)):
             dims = list(range(x.dim() - k, x.dim()))
             precision = precision_scale(x, dims)                 # per example (leading index)
-            calls = [(normalized, None, None), (normalized, weight, bias)]
+            calls = [(trailing, None, None), (trailing, weight, bias)]
             if k == 1:
                 calls.append((shape[-1], weight, bias))
             for shape_arg, w, b in calls:
@@ -196,7 +189,7 @@ def check_layer_norm(layer_norm, *, seed: int = 0,
                 what = f"layer_norm(x of shape {tuple(shape)} {x.dtype}, normalized_shape={shape_arg}{options})"
                 got = call(layer_norm, x.clone(), shape_arg, w, b, eps=eps, what=what,
                            hint=_INT_SHAPE_HINT if isinstance(shape_arg, int) else _AFFINE_HINT)
-                assert_tensor(got, exact(_ref_layer, x, normalized, w, b, eps=eps), what=what,
+                assert_tensor(got, exact(_ref_layer, x, trailing, w, b, eps=eps), what=what,
                               scale=_scale(precision, w),
                               mistakes=precision_mistakes(x, dtypes, _layer_mistakes(x, dims, k, eps, w, b)))
 

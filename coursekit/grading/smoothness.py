@@ -1,5 +1,5 @@
 """Checks for the ``smoothness`` lab: the student's internal-covariate-shift measurement and
-loss-landscape probe, graded against :mod:`coursekit.measure`.
+loss-landscape probe, graded against :mod:`coursekit.smoothness`.
 
 The student's functions run on small float64 MLPs, with and without batch normalization,
 in training and in evaluation mode. Besides the values, the checks verify that the model
@@ -19,17 +19,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from coursekit import measure as _measure
-from coursekit.grading import CheckFailure, _preview, call, check_own_work
+from coursekit import smoothness as _reference
+from coursekit.grading import CheckFailure, call, check_own_work, preview
+from coursekit.modes import modes_of
 
 __all__ = ["check_ics", "check_probe", "mlp"]
 
-_ref_ics, _ref_probe = _measure.internal_covariate_shift, _measure.landscape_probe
-_READY_MADE = [(_measure, "internal_covariate_shift"), (_measure, "landscape_probe")]
+_ref_ics, _ref_probe = _reference.internal_covariate_shift, _reference.landscape_probe
+_READY_MADE = [(_reference, "internal_covariate_shift"), (_reference, "landscape_probe")]
 
 
 def _checks(name: str):
-    return check_own_work(name, _READY_MADE, what="measurement (coursekit.measure)")
+    return check_own_work(name, _READY_MADE, what="measurement (coursekit.smoothness)")
 
 
 def mlp(depth: int = 3, width: int = 16, bn: bool = False, inputs: int = 40, outputs: int = 10) -> nn.Sequential:
@@ -75,7 +76,7 @@ def _check_left_alone(model: nn.Module, state: dict, modes: list[bool], what: st
                            f"differ afterwards. A measurement must leave the model exactly as it was: "
                            f"keep a copy of model.state_dict() (parameters *and* BatchNorm running "
                            f"statistics) and load it back at the end.")
-    if [m.training for m in model.modules()] != modes:
+    if modes_of(model) != modes:
         raise CheckFailure(f"{what} changed the model's training/evaluation mode; restore it (and "
                            f"measure in the mode the model is in).")
 
@@ -116,7 +117,7 @@ def check_ics(internal_covariate_shift, *, seed: int = 0,
     for depth, bn, train_mode in cases:
         model, x, y = _setup(seed + depth, depth, bn, train_mode)
         reference = _ref_ics(copy.deepcopy(model), F.cross_entropy, x, y, lr=lr)
-        state, modes = copy.deepcopy(model.state_dict()), [m.training for m in model.modules()]
+        state, modes = copy.deepcopy(model.state_dict()), modes_of(model)
         what = f"internal_covariate_shift({_describe(depth, bn, train_mode)}, lr={lr})"
         got = call(internal_covariate_shift, model, F.cross_entropy, x, y, lr, what=what)
         if not (isinstance(got, tuple) and len(got) == 2):
@@ -127,8 +128,8 @@ def check_ics(internal_covariate_shift, *, seed: int = 0,
         if _close(l2, reference["l2"]) and _close(cosine, reference["cosine"]):
             continue
         lines = [f"{what} returned wrong values.",
-                 f"  l2 expected:     {_preview(reference['l2'])}", f"  l2 got:          {_preview(l2)}",
-                 f"  cosine expected: {_preview(reference['cosine'])}", f"  cosine got:      {_preview(cosine)}"]
+                 f"  l2 expected:     {preview(reference['l2'])}", f"  l2 got:          {preview(l2)}",
+                 f"  cosine expected: {preview(reference['cosine'])}", f"  cosine got:      {preview(cosine)}"]
         if _close(l2, _ics_all_updated(model, x, y, lr)):
             lines.append("Likely mistake: G' was computed after updating every layer, the measured one "
                          "included. Definition 2.1 updates only the layers *before* layer i, so that "
@@ -167,7 +168,7 @@ def check_probe(landscape_probe, *, seed: int = 0, cases: Sequence[tuple[int, bo
     for depth, bn, train_mode in cases:
         model, x, y = _setup(seed + 10 * depth, depth, bn, train_mode)
         reference = _ref_probe(copy.deepcopy(model), F.cross_entropy, x, y, step_sizes)
-        state, modes = copy.deepcopy(model.state_dict()), [m.training for m in model.modules()]
+        state, modes = copy.deepcopy(model.state_dict()), modes_of(model)
         what = f"landscape_probe({_describe(depth, bn, train_mode)}, step_sizes={list(step_sizes)})"
         got = call(landscape_probe, model, F.cross_entropy, x, y, list(step_sizes), what=what)
         if not (isinstance(got, tuple) and len(got) == 3):
@@ -184,9 +185,9 @@ def check_probe(landscape_probe, *, seed: int = 0, cases: Sequence[tuple[int, bo
                 abs(beta - reference["beta"]) <= 1e-6 * abs(reference["beta"]):
             continue
         lines = [f"{what} returned wrong values.",
-                 f"  losses expected:       {_preview(reference['loss'])}", f"  losses got:            {_preview(losses)}",
-                 f"  grad_changes expected: {_preview(reference['grad_change'])}",
-                 f"  grad_changes got:      {_preview(changes)}",
+                 f"  losses expected:       {preview(reference['loss'])}", f"  losses got:            {preview(losses)}",
+                 f"  grad_changes expected: {preview(reference['grad_change'])}",
+                 f"  grad_changes got:      {preview(changes)}",
                  f"  beta expected {reference['beta']:.6g}, got {beta:.6g}"]
         if _close(losses, _probe_variant(model, x, y, step_sizes, sign=-1.0)):
             lines.append("Likely mistake: the probe steps along +g; gradient descent moves to w - eta * g.")

@@ -13,14 +13,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from coursekit.regularization.stochastic import _draw
+from coursekit.regularization.stochastic import draw
+from coursekit.validate import positive_int, positive_number, probability
 
 __all__ = ["random_shift", "smooth_labels", "mixup", "cutmix"]
 
 
 def _check_targets(y: torch.Tensor, num_classes: int) -> None:
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+    positive_int(num_classes, "num_classes")
     if y.dim() == 2:
         if y.shape[1] != num_classes:
             raise ValueError(f"soft targets must have shape (N, num_classes={num_classes}), "
@@ -54,8 +54,7 @@ def smooth_labels(target: torch.Tensor, num_classes: int, smoothing: float = 0.1
     Returns:
         soft targets of shape :math:`(N, C)`, each row summing to 1.
     """
-    if not 0 <= smoothing <= 1:
-        raise ValueError(f"smoothing must be in [0, 1], got {smoothing}")
+    probability(smoothing, "smoothing", what="in [0, 1]")
     _check_targets(target, num_classes)
     onehot = _soft(target, num_classes, dtype or torch.get_default_dtype())
     return onehot * (1 - smoothing) + smoothing / num_classes
@@ -63,15 +62,14 @@ def smooth_labels(target: torch.Tensor, num_classes: int, smoothing: float = 0.1
 
 def _beta(alpha: float, generator: torch.Generator | None) -> float:
     """One draw of Beta(alpha, alpha), seeded from ``generator`` (torch has no seeded Beta)."""
-    if not alpha > 0:
-        raise ValueError(f"alpha must be positive, got {alpha}")
+    positive_number(alpha, "alpha")
     seed = int(torch.randint(0, 2**62, (), generator=generator))
     return float(np.random.default_rng(seed).beta(alpha, alpha))
 
 
 def _partners(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     """A random permutation of the batch, on the batch's device."""
-    return _draw(lambda device: torch.randperm(len(x), generator=generator, device=device), x, generator)
+    return draw(lambda device: torch.randperm(len(x), generator=generator, device=device), x, generator)
 
 
 def mixup(x: torch.Tensor, y: torch.Tensor, num_classes: int, alpha: float = 0.2,
@@ -151,8 +149,8 @@ def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator | N
     if isinstance(max_shift, bool) or not isinstance(max_shift, int) or not 0 <= max_shift < length:
         raise ValueError(f"max_shift must be an integer in [0, {length}) for signals of length "
                          f"{length}, got {max_shift!r}")
-    shifts = _draw(lambda device: torch.randint(-max_shift, max_shift + 1, (len(x), 1),
-                                                generator=generator, device=device), x, generator)
+    shifts = draw(lambda device: torch.randint(-max_shift, max_shift + 1, (len(x), 1),
+                                               generator=generator, device=device), x, generator)
     index = (torch.arange(length, device=x.device) - shifts) % length   # (N, L): out[t] = x[t - shift]
     if x.dim() == 3:
         index = index.unsqueeze(1).expand(-1, x.shape[1], -1)          # (N, C, L)

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from coursekit.callbacks import Callback, FitState
+from coursekit.validate import non_negative_int, non_negative_number, positive_int
 
 __all__ = ["EarlyStopping", "MonitorNotRecorded", "generalization_loss", "training_progress", "stop_gl",
            "stop_pq", "stop_up"]
@@ -133,17 +134,13 @@ class EarlyStopping(Callback):
     def __init__(self, patience: int = 5, min_delta: float = 0.0, mode: str = "min",
                  restore_best: bool = True, monitor: str = "val_loss", *, baseline: float | None = None,
                  start_from_epoch: int = 0, check_finite: bool = False):
-        if isinstance(patience, bool) or not isinstance(patience, numbers.Integral) or patience < 0:
-            raise ValueError(f"patience must be an integer >= 0, got {patience!r}")
-        if not _number(min_delta) or not min_delta >= 0:
-            raise ValueError(f"min_delta must be a number >= 0, got {min_delta!r}")
+        non_negative_int(patience, "patience")
+        non_negative_number(min_delta, "min_delta")
         if mode not in ("min", "max"):
             raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
         if baseline is not None and (not _number(baseline) or math.isnan(baseline)):
             raise ValueError(f"baseline must be a number (not NaN) or None, got {baseline!r}")
-        if (isinstance(start_from_epoch, bool) or not isinstance(start_from_epoch, numbers.Integral)
-                or start_from_epoch < 0):
-            raise ValueError(f"start_from_epoch must be an integer >= 0, got {start_from_epoch!r}")
+        non_negative_int(start_from_epoch, "start_from_epoch")
         if not isinstance(check_finite, bool):
             raise ValueError(f"check_finite must be True or False, got {check_finite!r}")
         if not isinstance(monitor, str):
@@ -239,8 +236,7 @@ def _curve(values, name: str) -> np.ndarray:
 
 
 def _check_strip(k) -> None:
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"the strip length k must be a positive integer, got {k!r}")
+    positive_int(k, "the strip length k")
 
 
 def generalization_loss(val_losses: Sequence[float]) -> np.ndarray:
@@ -309,8 +305,7 @@ def stop_up(val_losses: Sequence[float], s: int, k: int = 5) -> int | None:
     :math:`s` successive strips, :math:`E_{va}(t - jk) > E_{va}(t - (j+1)k)` for
     :math:`j = 0, \\dots, s-1`; or ``None``."""
     _check_strip(k)
-    if isinstance(s, bool) or not isinstance(s, int) or s < 1:
-        raise ValueError(f"s must be a positive integer, got {s!r}")
+    positive_int(s, "s")
     val = _curve(val_losses, "val_losses")
     rises = 0
     for t in _strip_ends(len(val), k):

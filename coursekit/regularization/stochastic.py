@@ -14,16 +14,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["dropout", "Dropout", "add_noise"]
+from coursekit.validate import non_negative_number, probability
+
+__all__ = ["dropout", "Dropout", "add_noise",
+           "draw"]   # seeded sampling on the generator's device, shared with augment
 
 
-def _check_probability(p) -> float:
-    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 1:
-        raise ValueError(f"dropout probability p must be a number in [0, 1], got {p!r}")
-    return float(p)
-
-
-def _draw(sample, input: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+def draw(sample, input: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     """``sample(device)`` drawn with ``generator`` (on the generator's device), returned on
     the input's device: a CPU generator also drives noise for a tensor on a GPU."""
     device = input.device if generator is None else generator.device
@@ -55,7 +52,7 @@ def dropout(input: torch.Tensor, p: float = 0.5, training: bool = True,
         ValueError: ``p`` outside :math:`[0, 1]`.
         TypeError: ``input`` is not a floating-point tensor.
     """
-    p = _check_probability(p)
+    p = float(probability(p, "dropout probability p"))
     if not (isinstance(input, torch.Tensor) and input.is_floating_point()):
         raise TypeError(f"dropout needs a floating-point tensor, got {type(input).__name__}"
                         f"{' of dtype ' + str(input.dtype) if isinstance(input, torch.Tensor) else ''}")
@@ -63,8 +60,8 @@ def dropout(input: torch.Tensor, p: float = 0.5, training: bool = True,
         return input
     if p == 1:
         return input * torch.zeros_like(input)
-    keep = _draw(lambda device: torch.rand(input.shape, generator=generator, device=device,
-                                           dtype=input.dtype), input, generator) >= p
+    keep = draw(lambda device: torch.rand(input.shape, generator=generator, device=device,
+                                          dtype=input.dtype), input, generator) >= p
     return input * keep / (1 - p)
 
 
@@ -82,7 +79,7 @@ class Dropout(nn.Module):
 
     def __init__(self, p: float = 0.5, generator: torch.Generator | None = None):
         super().__init__()
-        self.p = _check_probability(p)
+        self.p = float(probability(p, "dropout probability p"))
         self.generator = generator
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
@@ -106,8 +103,7 @@ def add_noise(x: torch.Tensor, std: float, generator: torch.Generator | None = N
     Raises:
         ValueError: a negative ``std``.
     """
-    if not std >= 0:
-        raise ValueError(f"std must be >= 0, got {std}")
-    noise = _draw(lambda device: torch.randn(x.shape, generator=generator, device=device,
-                                             dtype=x.dtype), x, generator)
+    non_negative_number(std, "std", what=">= 0")
+    noise = draw(lambda device: torch.randn(x.shape, generator=generator, device=device,
+                                            dtype=x.dtype), x, generator)
     return x + std * noise

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from coursekit.measure import NoisyBatchNorm1d, internal_covariate_shift, landscape_probe
+from coursekit.smoothness import NoisyBatchNorm1d, internal_covariate_shift, landscape_probe
 
 
 def mlp(bn=False, depth=4, width=16, seed=0):
