@@ -8,7 +8,8 @@ Modules (one concept each):
 - :mod:`coursekit.models`: ``mlp``, the multilayer perceptrons of the chapters.
 - :mod:`coursekit.linear`: condition numbers and gradient descent for linear models.
 - :mod:`coursekit.train`: ``fit``, ``evaluate``, ``predict`` and ``fit_seeds``, on CPU, GPU or
-  several processes; :mod:`coursekit.callbacks` (``Callback``, ...) and
+  several processes; :mod:`coursekit.callbacks` (``Callback``, the built-in callbacks),
+  :mod:`coursekit.history` (``History``) and
   :mod:`coursekit.distributed` (DDP set-up, ``SyncBatchNorm``) beside it.
 - :mod:`coursekit.norm`: batch, layer, instance, group and weight normalization in plain ops.
 - :mod:`coursekit.init`: fans, gains, Xavier/Glorot, He/Kaiming and LSUV initialization.

@@ -9,19 +9,27 @@ returns is recorded in the history::
     >>> def weight_norm(state):
     ...     return {"weight_norm": sum(p.norm() ** 2 for p in state.model.parameters()).sqrt().item()}
     >>> history = fit(model, train, val, callbacks=[EarlyStopping(patience=3), weight_norm])
+
+``fit`` builds some of its own options from the callbacks defined here, placed around the
+user's callbacks: :class:`SchedulerPerEpoch` or :class:`SchedulerPerStep` (``scheduler=``) and
+:class:`StepLossLogger` (``log_every=``) before them, :class:`ProgressBar` (``progress=``) after.
 """
 from __future__ import annotations
 
+import sys
+import warnings
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
-if TYPE_CHECKING:
-    from coursekit.train import History
+from coursekit.history import History
+from coursekit.validate import positive_int
 
-__all__ = ["FitState", "Callback", "CallbackList"]
+__all__ = ["FitState", "Callback", "CallbackList", "SchedulerPerEpoch", "SchedulerPerStep",
+           "StepLossLogger", "ProgressBar"]
 
 
 @dataclass
@@ -109,9 +117,132 @@ class CallbackList:
                 state.logs.update(extra)
 
 
-def __getattr__(name: str):
-    # EarlyStopping lives with the other regularizers; it is a callback too
-    if name == "EarlyStopping":
-        from coursekit.regularization import EarlyStopping
-        return EarlyStopping
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# --------------------------------------------------------------------------- built-in callbacks
+
+class SchedulerPerEpoch(Callback):
+    """Step a learning-rate scheduler at the end of every epoch (``fit(..., scheduler=s)``).
+
+    ``ReduceLROnPlateau`` is stepped with the epoch's ``val_loss``, or ``train_loss`` when
+    there is no validation data; any other scheduler with ``scheduler.step()``. Put before
+    the other callbacks, so that they see the learning rate of the next epoch.
+
+    Args:
+        scheduler: a ``torch.optim.lr_scheduler`` scheduler (or any object with ``step()``).
+    """
+
+    def __init__(self, scheduler):
+        self.scheduler = scheduler
+        self.plateau = isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+
+    def on_epoch_end(self, state: FitState) -> None:
+        if self.plateau:
+            self.scheduler.step(state.logs.get("val_loss", state.logs["train_loss"]))
+        else:
+            self.scheduler.step()
+
+
+class SchedulerPerStep(Callback):
+    """Step a learning-rate scheduler after every optimizer step
+    (``fit(..., scheduler=s, scheduler_interval="step")``: warm-up, one-cycle, cosine per step).
+
+    Put before the other callbacks, so that their ``on_batch_end`` sees the learning rate
+    of the next step.
+
+    Args:
+        scheduler: a ``torch.optim.lr_scheduler`` scheduler (or any object with ``step()``).
+
+    Raises:
+        ValueError: if ``scheduler`` is a ``ReduceLROnPlateau``, which needs an epoch's value.
+    """
+
+    def __init__(self, scheduler):
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            raise ValueError("ReduceLROnPlateau steps on a validation value: use scheduler_interval='epoch'")
+        self.scheduler = scheduler
+
+    def on_batch_end(self, state: FitState) -> None:
+        self.scheduler.step()
+
+
+class StepLossLogger(Callback):
+    """Record the training loss every ``every`` steps in ``state.history.steps``
+    (``fit(..., log_every=every)``): ``{"step": [...], "train_loss": [...]}``.
+
+    The losses stay on the device during the epoch and are read in one go at its end (one
+    host synchronization per epoch, none per step). With several processes the recorded
+    loss is the mean over the processes.
+
+    Args:
+        every: record the loss of every ``every``-th optimizer step (a positive integer).
+    """
+
+    def __init__(self, every: int):
+        self.every = positive_int(every, "every")
+        self.steps: list[int] = []
+        self.losses: list[torch.Tensor] = []
+
+    def on_epoch_start(self, state: FitState) -> None:
+        self.steps, self.losses = [], []
+
+    def on_batch_end(self, state: FitState) -> None:
+        if state.step % self.every == 0:
+            self.steps.append(state.step)
+            self.losses.append(state.loss)
+
+    def on_epoch_end(self, state: FitState) -> None:
+        record = state.history.steps
+        record.setdefault("step", []).extend(self.steps)
+        summed = _sum_over_processes(self.losses, state.device, state.world_size)
+        record.setdefault("train_loss", []).extend(v / state.world_size for v in summed)
+
+
+def _sum_over_processes(values: list[torch.Tensor], device: torch.device, world_size: int) -> list[float]:
+    """The device scalars ``values`` read on the host in one go (summed over the processes
+    when there are several): one synchronization for all of them."""
+    if not values:
+        return []
+    dtype = torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
+    packed = torch.stack([v.reshape(()).to(dtype) for v in values])   # (len(values),)
+    if world_size > 1:
+        dist.all_reduce(packed)
+    return packed.tolist()
+
+
+class ProgressBar(Callback):
+    """A tqdm progress bar over the epochs, on stdout (a widget in notebooks), showing the
+    epoch's ``train_*`` and ``val_*`` values (``fit(..., progress=True)``).
+
+    Only the process of rank 0 shows it. Put after the other callbacks, so that it shows
+    the values they add. :func:`~coursekit.train.fit` also calls :meth:`close` when training
+    ends with an exception.
+
+    Args:
+        desc: the bar's label. Default: ``"fit"``.
+    """
+
+    def __init__(self, desc: str | None = None):
+        self.desc = desc
+        self.bar = None
+
+    def on_fit_start(self, state: FitState) -> None:
+        if state.rank == 0:
+            with warnings.catch_warnings():  # tqdm.auto warns when ipywidgets is missing
+                warnings.simplefilter("ignore")
+                from tqdm.auto import tqdm
+            self.bar = tqdm(total=state.epochs, desc=self.desc or "fit", unit="epoch", file=sys.stdout,
+                            leave=True, dynamic_ncols=True)
+
+    def on_epoch_end(self, state: FitState) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix({k: f"{v:.4g}" for k, v in state.logs.items()
+                                  if k.startswith(("train_", "val_"))}, refresh=False)
+            self.bar.update()
+
+    def on_fit_end(self, state: FitState) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the bar (nothing happens if it is closed already)."""
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None

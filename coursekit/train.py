@@ -44,7 +44,6 @@ import math
 import operator
 import os
 import random
-import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -56,14 +55,18 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from coursekit.callbacks import Callback, CallbackList, FitState
+from coursekit.callbacks import (Callback, CallbackList, FitState, ProgressBar, SchedulerPerEpoch,
+                                 SchedulerPerStep, StepLossLogger)
 from coursekit.distributed import SyncBatchNorm, convert_sync_batchnorm
 from coursekit.distributed import setup as setup_distributed
+from coursekit.history import History
+from coursekit.modes import restored_modes
 from coursekit.regularization.early_stopping import EarlyStopping
+from coursekit.validate import positive_int
 
 __all__ = [
     "default_device", "run_scale", "scaled", "seed_everything", "accuracy", "History",
-    "fit", "evaluate", "predict", "fit_seeds", "SeedRuns",
+    "fit", "FitOptions", "evaluate", "predict", "fit_seeds", "SeedRuns",
     # re-exported, so that one import serves a chapter:
     "Callback", "EarlyStopping", "FitState", "SyncBatchNorm", "convert_sync_batchnorm",
 ]
@@ -224,53 +227,6 @@ def _default_metrics(loss_fn: Callable) -> dict[str, Callable]:
     return {}
 
 
-# --------------------------------------------------------------------------- history
-
-class History(dict):
-    """What :func:`fit` records: a ``dict`` of lists with one entry per epoch.
-
-    Keys: ``epoch`` (1, 2, ...), ``train_loss`` (mean over the epoch's samples), ``lr``
-    (of the first parameter group, at the start of the epoch), ``time`` (seconds since ``fit``
-    started, at the end of the epoch); with validation data ``val_loss`` and
-    ``val_<metric>`` per metric (``val_acc`` by default for classification); with
-    ``train_metrics=True`` ``train_<metric>``; and any value a callback returns.
-    Missing entries are NaN, so every list has one entry per epoch.
-
-    Attributes:
-        steps: with ``log_every=k``, the training loss every ``k`` steps:
-            ``{"step": [...], "train_loss": [...]}``.
-        warnings: with ``quiet=True``, the warnings raised during training, as text.
-
-    Example::
-
-        >>> plt.plot(history["epoch"], history["val_loss"])
-    """
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.steps: dict[str, list] = {}
-        self.warnings: list[str] = []
-
-    @property
-    def num_epochs(self) -> int:
-        return len(self.get("epoch", ()))
-
-    def append(self, row: Mapping[str, float]) -> None:
-        """Add one epoch; keys new in ``row`` get NaN for the earlier epochs, and keys
-        missing from ``row`` get NaN for this one."""
-        n = self.num_epochs
-        for key, value in row.items():
-            self.setdefault(key, [math.nan] * n).append(value)
-        for key, values in self.items():
-            if len(values) == n:
-                values.append(math.nan)
-
-    def __repr__(self) -> str:
-        last = ", ".join(f"{k}={v[-1]:.4g}" if isinstance(v[-1], float) else f"{k}={v[-1]}"
-                         for k, v in self.items() if k != "epoch" and v)
-        return f"History(epochs={self.num_epochs}{', ' if last else ''}{last})"
-
-
 # --------------------------------------------------------------------------- batching
 
 def _as_tensors(data, name: str) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -386,20 +342,6 @@ def _make_scheduler(scheduler, optimizer: torch.optim.Optimizer):
                     f"f(optimizer) -> scheduler, got {type(scheduler).__name__}")
 
 
-def _check_positive_int(value, name: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-
-
-def _progress_bar(total: int, desc: str | None):
-    """A tqdm bar on stdout (a widget in notebooks); tqdm.auto's import warning is silenced."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        from tqdm.auto import tqdm
-    return tqdm(total=total, desc=desc or "fit", unit="epoch", file=sys.stdout, leave=True,
-                dynamic_ncols=True)
-
-
 def _read(values: Sequence, device: torch.device, all_reduce: bool) -> list[float]:
     """Stack device scalars (and host numbers) into one tensor, sum it over the processes
     when ``all_reduce``, and read it on the host: one synchronization for all of them."""
@@ -443,13 +385,9 @@ def _model_device(model: nn.Module) -> torch.device:
 def _evaluation_mode(model: nn.Module):
     """``model.eval()`` inside the block; afterwards every submodule gets back its own mode
     (a layer frozen in eval mode inside a training model stays in eval mode)."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
+    with restored_modes(model):
+        model.eval()
         yield
-    finally:
-        for m, training in modes:
-            m.training = training
 
 
 def _eval_batches(data, device: torch.device, batch_size: int, name: str):
@@ -478,7 +416,7 @@ def evaluate(model: nn.Module, data, *, loss_fn: Callable = F.cross_entropy,
     Returns:
         ``{"loss": ..., "<metric>": ...}``, means over all samples, as floats.
     """
-    _check_positive_int(batch_size, "batch_size")
+    positive_int(batch_size, "batch_size")
     metrics = _default_metrics(loss_fn) if metrics is None else dict(metrics)
     device = _model_device(model) if device is None else default_device(device)
     model.to(device)
@@ -508,7 +446,7 @@ def predict(model: nn.Module, data, *, batch_size: int = 1024,
     Shape:
         - Output: :math:`(N, *)`, the model's output for each of the :math:`N` samples.
     """
-    _check_positive_int(batch_size, "batch_size")
+    positive_int(batch_size, "batch_size")
     device = _model_device(model) if device is None else default_device(device)
     model.to(device)
     autocast, low = _autocast(device, amp)
@@ -582,7 +520,9 @@ def fit(model: nn.Module, train_data, val_data=None, *,
         train_metrics: also record ``train_<name>``, the running metric during the epoch
             (in training mode). Default: ``False``.
         callbacks: :class:`Callback` objects or functions ``f(state) -> dict | None`` called at
-            the end of every epoch, in order. Default: none.
+            the end of every epoch, in order. ``scheduler`` and ``log_every`` are built-in
+            callbacks that run before them, the progress bar one that runs after them
+            (:mod:`coursekit.callbacks`). Default: none.
         scheduler: a learning-rate scheduler, or a factory ``f(optimizer) -> scheduler``.
             ``ReduceLROnPlateau`` is stepped with ``val_loss`` (else ``train_loss``). Default: ``None``.
         scheduler_interval: step the scheduler every ``"epoch"`` or every ``"step"``. Default: ``"epoch"``.
@@ -635,192 +575,287 @@ def fit(model: nn.Module, train_data, val_data=None, *,
         ...               optimizer=lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9),
         ...               callbacks=[EarlyStopping(patience=3)])
     """
-    _check_positive_int(epochs, "epochs")
-    _check_positive_int(batch_size, "batch_size")
-    _check_positive_int(eval_batch_size, "eval_batch_size")
-    if log_every is not None:
-        _check_positive_int(log_every, "log_every")
-    if scheduler_interval not in ("epoch", "step"):
-        raise ValueError(f"scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
-    if augment is not None and not callable(augment):
-        raise TypeError(f"augment must be a function augment(x, y) -> (x, y), got {type(augment).__name__}")
-    if clip_grad_norm is not None and not clip_grad_norm > 0:
-        raise ValueError(f"clip_grad_norm must be positive, got {clip_grad_norm}")
-    quiet = _env_flag("COURSEKIT_QUIET", False) if quiet is None else bool(quiet)
-    progress = _env_flag("COURSEKIT_PROGRESS", True) if progress is None else bool(progress)
-    progress = progress and not quiet
-    arguments = dict(locals())  # fit's arguments, checked, handed on to _fit
-    if not quiet:
-        return _fit(**arguments)
+    options = FitOptions(
+        epochs=epochs, loss_fn=loss_fn, optimizer=optimizer, batch_size=batch_size, metrics=metrics,
+        train_metrics=train_metrics, callbacks=callbacks, scheduler=scheduler,
+        scheduler_interval=scheduler_interval, clip_grad_norm=clip_grad_norm, amp=amp, compile=compile,
+        channels_last=channels_last, device=device, seed=seed, shuffle=shuffle, drop_last=drop_last,
+        augment=augment, eval_batch_size=eval_batch_size, log_every=log_every, distributed=distributed,
+        sync_batchnorm=sync_batchnorm, progress=progress, quiet=quiet, desc=desc)
+    if not options.quiet:
+        return _fit(model, train_data, val_data, options)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        history = _fit(**arguments)
+        history = _fit(model, train_data, val_data, options)
     history.warnings.extend(dict.fromkeys(f"{w.category.__name__}: {w.message}" for w in caught))
     return history
 
 
-def _fit(model, train_data, val_data, *, epochs, loss_fn, optimizer, batch_size, metrics,
-         train_metrics, callbacks, scheduler, scheduler_interval, clip_grad_norm, amp, compile,
-         channels_last, device, seed, shuffle, drop_last, augment, eval_batch_size, log_every,
-         distributed, sync_batchnorm, progress, quiet, desc) -> History:
-    """The body of :func:`fit`, once its arguments are checked."""
-    # ---- where and how: device, processes, model, optimizer
-    device = default_device(device)
-    rank, world_size = setup_distributed(distributed, device)
-    model.to(device)
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    if sync_batchnorm and world_size > 1:
-        model = convert_sync_batchnorm(model)
-    optimizer = _make_optimizer(optimizer, model)
-    scheduler = _make_scheduler(scheduler, optimizer)
-    plateau = isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
-    if plateau and scheduler_interval == "step":
-        raise ValueError("ReduceLROnPlateau steps on a validation value: use scheduler_interval='epoch'")
-    step_scheduler = scheduler is not None and scheduler_interval == "step"
-    train_model = model
-    if world_size > 1:
-        train_model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
-    if compile:
-        train_model = torch.compile(train_model, **(compile if isinstance(compile, Mapping) else {}))
-    autocast, low_dtype = _autocast(device, amp)
-    scaler = torch.amp.GradScaler(device.type) if low_dtype == torch.float16 else None
-    metrics = _default_metrics(loss_fn) if metrics is None else dict(metrics)
-    running_metrics = metrics if train_metrics else {}
+@dataclass
+class FitOptions:
+    """The keyword arguments of :func:`fit` (same names, same defaults, documented there),
+    checked when the object is made.
 
-    # ---- data: tensors go to the device once; validation is sharded over the processes
-    train_tensors = _as_tensors(train_data, "train_data")
-    if train_tensors is not None:
-        X, y = (t.to(device) for t in train_tensors)
-    val_tensors = None if val_data is None else _as_tensors(val_data, "val_data")
-    if val_tensors is not None:
-        Xv, yv = (t.to(device) for t in val_tensors)
-        lo, hi = rank * len(Xv) // world_size, (rank + 1) * len(Xv) // world_size
-        val_tensors = Xv[lo:hi], yv[lo:hi]  # this process's share (views: nothing is copied)
+    ``quiet`` and ``progress`` are resolved: ``None`` reads ``$COURSEKIT_QUIET`` and
+    ``$COURSEKIT_PROGRESS``, and ``quiet`` turns the progress bar off.
 
-    # ---- the shuffling generator: the same on every process
-    if seed is not None:
-        seed_everything(seed)
-    shuffle_seed = seed if seed is not None else int(torch.randint(0, 2**62, ()).item())
-    if world_size > 1:
-        shared = torch.tensor([shuffle_seed], device=device)
-        dist.broadcast(shared, src=0)
-        shuffle_seed = int(shared.item())
-    generator = torch.Generator().manual_seed(shuffle_seed)
+    Raises:
+        ValueError: if ``epochs``, ``batch_size``, ``eval_batch_size`` or ``log_every`` is not
+            a positive integer, ``scheduler_interval`` is neither ``"epoch"`` nor ``"step"``,
+            ``clip_grad_norm`` is not positive, or an environment variable is not a yes/no.
+        TypeError: if ``augment`` is not callable.
+    """
 
+    epochs: int = 10
+    loss_fn: Callable = F.cross_entropy
+    optimizer: torch.optim.Optimizer | Callable | None = None
+    batch_size: int = 64
+    metrics: Mapping[str, Callable] | None = None
+    train_metrics: bool = False
+    callbacks: Sequence = ()
+    scheduler: Any = None
+    scheduler_interval: str = "epoch"
+    clip_grad_norm: float | None = None
+    amp: bool | str = False
+    compile: bool | Mapping[str, Any] = False
+    channels_last: bool = False
+    device: str | torch.device | None = None
+    seed: int | None = None
+    shuffle: bool = True
+    drop_last: bool = False
+    augment: Callable | None = None
+    eval_batch_size: int = 1024
+    log_every: int | None = None
+    distributed: bool | None = None
+    sync_batchnorm: bool = False
+    progress: bool | None = None
+    quiet: bool | None = None
+    desc: str | None = None
+
+    def __post_init__(self):
+        positive_int(self.epochs, "epochs")
+        positive_int(self.batch_size, "batch_size")
+        positive_int(self.eval_batch_size, "eval_batch_size")
+        if self.log_every is not None:
+            positive_int(self.log_every, "log_every")
+        if self.scheduler_interval not in ("epoch", "step"):
+            raise ValueError(f"scheduler_interval must be 'epoch' or 'step', got {self.scheduler_interval!r}")
+        if self.augment is not None and not callable(self.augment):
+            raise TypeError(f"augment must be a function augment(x, y) -> (x, y), "
+                            f"got {type(self.augment).__name__}")
+        if self.clip_grad_norm is not None and not self.clip_grad_norm > 0:
+            raise ValueError(f"clip_grad_norm must be positive, got {self.clip_grad_norm}")
+        self.quiet = _env_flag("COURSEKIT_QUIET", False) if self.quiet is None else bool(self.quiet)
+        progress = _env_flag("COURSEKIT_PROGRESS", True) if self.progress is None else bool(self.progress)
+        self.progress = progress and not self.quiet
+
+
+def _fit(model: nn.Module, train_data, val_data, options: FitOptions) -> History:
+    """The body of :func:`fit`: set up, then train and validate epoch after epoch."""
+    run = _set_up(model, options)
+    train_tensors, val_tensors = _data_on_device(train_data, val_data, run)
+    generator = _shuffle_generator(options.seed, run)
     history = History()
-    state = FitState(model=model, optimizer=optimizer, scheduler=scheduler, history=history,
-                     device=device, epochs=epochs, rank=rank, world_size=world_size)
-    events = CallbackList(callbacks)
-    batch_events = bool(events.handlers["on_batch_end"])
-    bar = _progress_bar(epochs, desc) if progress and rank == 0 else None
-    events("on_fit_start", state)
-    start = time.perf_counter()
+    state = FitState(model=run.model, optimizer=run.optimizer, scheduler=run.scheduler, history=history,
+                     device=run.device, epochs=options.epochs, rank=run.rank, world_size=run.world_size)
+    bar = ProgressBar(options.desc) if options.progress else None
+    events = CallbackList([*run.callbacks, *options.callbacks, *([bar] if bar is not None else [])])
     try:
-        for epoch in range(1, epochs + 1):
+        events("on_fit_start", state)
+        start = time.perf_counter()
+        for epoch in range(1, options.epochs + 1):
             state.epoch = epoch
-            lr = float(optimizer.param_groups[0]["lr"])  # the learning rate the epoch starts with
-            train_model.train()
+            lr = float(run.optimizer.param_groups[0]["lr"])  # the learning rate the epoch starts with
+            run.train_model.train()
             events("on_epoch_start", state)  # after train(): a callback may freeze layers in eval mode
-            if train_tensors is not None:
-                order = _epoch_order(len(X), generator, shuffle=shuffle, rank=rank,
-                                     world_size=world_size).to(device, non_blocking=True)
-                batches = _tensor_batches(X, y, order, batch_size, drop_last)
-            else:
-                sampler = getattr(train_data, "sampler", None)
-                if hasattr(sampler, "set_epoch"):
-                    sampler.set_epoch(epoch)
-                batches = _loader_batches(train_data, device, "train_data")
-
-            # ---- one pass over the training data: nothing in here waits for the device
-            loss_sum, count = 0.0, 0
-            metric_sums = dict.fromkeys(running_metrics, 0.0)
-            logged_steps, step_losses = [], []
-            for xb, yb, n in batches:
-                if augment is not None:
-                    xb, yb = augment(xb, yb)
-                if channels_last and xb.dim() == 4:
-                    xb = xb.contiguous(memory_format=torch.channels_last)
-                optimizer.zero_grad(set_to_none=True)
-                with autocast():
-                    out = train_model(xb)
-                    loss = loss_fn(out, yb)
-                if scaler is None:
-                    loss.backward()
-                    if clip_grad_norm is not None:
-                        nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
-                    optimizer.step()
-                else:  # fp16: scale the loss so small gradients do not underflow
-                    scaler.scale(loss).backward()
-                    if clip_grad_norm is not None:
-                        scaler.unscale_(optimizer)
-                        nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
-                    scaler.step(optimizer)
-                    scaler.update()
-                if step_scheduler:
-                    scheduler.step()
-                loss_sum = loss_sum + loss.detach() * n   # a device tensor: no .item() here
-                count += n
-                for name, metric in running_metrics.items():
-                    metric_sums[name] = metric_sums[name] + metric(out.detach(), yb) * n
-                state.step += 1
-                if log_every is not None and state.step % log_every == 0:
-                    logged_steps.append(state.step)
-                    step_losses.append(loss.detach())
-                if batch_events:
-                    state.loss, state.output, state.batch = loss.detach(), out, (xb, yb)
-                    events("on_batch_end", state)
-            state.loss = state.output = state.batch = None
-            if count == 0:
-                raise ValueError(f"epoch {epoch} had no training batch: {len(X) if train_tensors else 0} "
-                                 f"samples with batch_size={batch_size} and drop_last={drop_last}")
-
-            # ---- validation, then one read (and one all-reduce with DDP) for the whole epoch
-            values = [loss_sum, count, *metric_sums.values()]
+            batches = _epoch_batches(train_data, train_tensors, epoch, generator, options, run)
+            sums = _train_epoch(run, batches, state, events)
+            if sums[1] == 0:  # the sample count: drop_last dropped the only batch, or no data
+                samples = len(train_tensors[0]) if train_tensors is not None else 0
+                raise ValueError(f"epoch {epoch} had no training batch: {samples} samples with "
+                                 f"batch_size={options.batch_size} and drop_last={options.drop_last}")
             if val_data is not None:
-                train_model.eval()
-                val_batches = (_slice_batches(*val_tensors, eval_batch_size)
-                               if val_tensors is not None
-                               else _loader_batches(val_data, device, "val_data"))
-                values += _evaluation_sums(model, val_batches, loss_fn, metrics, autocast)
-            values += step_losses
-            values = _read(values, device, all_reduce=world_size > 1)
-
-            train_sum, train_count, *rest = values
-            logs = {"epoch": epoch, "train_loss": train_sum / train_count}
-            for name in running_metrics:
-                logs[f"train_{name}"] = rest.pop(0) / train_count
-            if val_data is not None:
-                val_sum, val_count, *rest = rest
-                logs["val_loss"] = val_sum / val_count if val_count else math.nan
-                for name in metrics:
-                    logs[f"val_{name}"] = rest.pop(0) / val_count if val_count else math.nan
-            if log_every is not None:  # what is left in `rest` are the logged step losses
-                history.steps.setdefault("step", []).extend(logged_steps)
-                history.steps.setdefault("train_loss", []).extend(v / world_size for v in rest)
-            logs["lr"] = lr
-            if scheduler is not None and not step_scheduler:
-                if plateau:
-                    scheduler.step(logs.get("val_loss", logs["train_loss"]))
-                else:
-                    scheduler.step()
-            logs["time"] = time.perf_counter() - start
-
+                sums += _validation_sums(run, val_data, val_tensors, options.eval_batch_size)
+            values = _read(sums, run.device, all_reduce=run.world_size > 1)  # the epoch's one read
+            logs = {**_epoch_logs(epoch, values, run, validated=val_data is not None),
+                    "lr": lr, "time": time.perf_counter() - start}
             state.logs = logs
-            events.epoch_end(state)
+            events.epoch_end(state)  # the scheduler first, then the callbacks, the progress bar last
             history.append(logs)
-            if bar is not None:
-                bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items()
-                                 if k.startswith(("train_", "val_"))}, refresh=False)
-                bar.update()
             if state.stop_training:
                 break
         events("on_fit_end", state)
     finally:
         if bar is not None:
-            bar.close()
+            bar.close()  # also when training stopped with an exception
     return history
+
+
+@dataclass
+class _Run:
+    """What :func:`fit` sets up once: where it trains, the model and its wrappers, the
+    optimizer, the numerics of a step, and the built-in callbacks that go before the user's."""
+
+    device: torch.device
+    rank: int
+    world_size: int
+    model: nn.Module            # the model itself: its parameters are clipped, it is validated
+    train_model: nn.Module      # what the training step calls: the model, or its DDP/compiled wrapper
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    loss_fn: Callable
+    metrics: dict[str, Callable]          # validation metrics
+    train_metrics: dict[str, Callable]    # running metrics during training (empty unless asked)
+    autocast: Callable
+    scaler: torch.amp.GradScaler | None   # fp16 only
+    clip_grad_norm: float | None
+    augment: Callable | None
+    channels_last: bool
+    callbacks: list
+
+
+def _set_up(model: nn.Module, options: FitOptions) -> _Run:
+    """Pick the device, join the processes, move (and wrap) the model, make the optimizer and
+    the scheduler, and choose the precision."""
+    device = default_device(options.device)
+    rank, world_size = setup_distributed(options.distributed, device)
+    model.to(device)
+    if options.channels_last:
+        model.to(memory_format=torch.channels_last)
+    if options.sync_batchnorm and world_size > 1:
+        model = convert_sync_batchnorm(model)
+    optimizer = _make_optimizer(options.optimizer, model)
+    scheduler = _make_scheduler(options.scheduler, optimizer)
+    callbacks = [] if scheduler is None else [
+        SchedulerPerStep(scheduler) if options.scheduler_interval == "step" else SchedulerPerEpoch(scheduler)]
+    if options.log_every is not None:
+        callbacks.append(StepLossLogger(options.log_every))
+    train_model = model
+    if world_size > 1:
+        train_model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    if options.compile:
+        compile_options = options.compile if isinstance(options.compile, Mapping) else {}
+        train_model = torch.compile(train_model, **compile_options)
+    autocast, low_dtype = _autocast(device, options.amp)
+    scaler = torch.amp.GradScaler(device.type) if low_dtype == torch.float16 else None
+    metrics = _default_metrics(options.loss_fn) if options.metrics is None else dict(options.metrics)
+    return _Run(device=device, rank=rank, world_size=world_size, model=model, train_model=train_model,
+                optimizer=optimizer, scheduler=scheduler, loss_fn=options.loss_fn, metrics=metrics,
+                train_metrics=metrics if options.train_metrics else {}, autocast=autocast, scaler=scaler,
+                clip_grad_norm=options.clip_grad_norm, augment=options.augment,
+                channels_last=options.channels_last, callbacks=callbacks)
+
+
+def _data_on_device(train_data, val_data, run: _Run):
+    """The tensors of ``train_data`` and this process's share of ``val_data``'s, moved to the
+    device once; ``None`` for a loader (or no validation data)."""
+    train_tensors = _as_tensors(train_data, "train_data")
+    if train_tensors is not None:
+        train_tensors = tuple(t.to(run.device) for t in train_tensors)
+    val_tensors = None if val_data is None else _as_tensors(val_data, "val_data")
+    if val_tensors is not None:
+        Xv, yv = (t.to(run.device) for t in val_tensors)
+        lo, hi = run.rank * len(Xv) // run.world_size, (run.rank + 1) * len(Xv) // run.world_size
+        val_tensors = Xv[lo:hi], yv[lo:hi]  # this process's share (views: nothing is copied)
+    return train_tensors, val_tensors
+
+
+def _shuffle_generator(seed: int | None, run: _Run) -> torch.Generator:
+    """The generator that shuffles the training data, the same on every process: seeded with
+    ``seed`` (after :func:`seed_everything`), else drawn from torch's global generator."""
+    if seed is not None:
+        seed_everything(seed)
+    shuffle_seed = seed if seed is not None else int(torch.randint(0, 2**62, ()).item())
+    if run.world_size > 1:
+        shared = torch.tensor([shuffle_seed], device=run.device)
+        dist.broadcast(shared, src=0)
+        shuffle_seed = int(shared.item())
+    return torch.Generator().manual_seed(shuffle_seed)
+
+
+def _epoch_batches(train_data, tensors, epoch: int, generator: torch.Generator, options: FitOptions,
+                   run: _Run):
+    """This process's training batches ``(x, y, n)`` for one epoch: tensors in a fresh
+    shuffled order, or the loader's batches (its sampler told the epoch)."""
+    if tensors is not None:
+        X, y = tensors
+        order = _epoch_order(len(X), generator, shuffle=options.shuffle, rank=run.rank,
+                             world_size=run.world_size).to(run.device, non_blocking=True)
+        return _tensor_batches(X, y, order, options.batch_size, options.drop_last)
+    sampler = getattr(train_data, "sampler", None)
+    if hasattr(sampler, "set_epoch"):
+        sampler.set_epoch(epoch)
+    return _loader_batches(train_data, run.device, "train_data")
+
+
+def _train_epoch(run: _Run, batches, state: FitState, events: CallbackList) -> list:
+    """One pass over the training batches: ``[loss sum, count, train metric sums...]``, as
+    device tensors. Nothing in here waits for the device."""
+    loss_sum, count = 0.0, 0
+    metric_sums = dict.fromkeys(run.train_metrics, 0.0)
+    batch_events = bool(events.handlers["on_batch_end"])
+    for xb, yb, n in batches:
+        if run.augment is not None:
+            xb, yb = run.augment(xb, yb)
+        if run.channels_last and xb.dim() == 4:
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        out, loss = _train_step(run, xb, yb)
+        loss_sum = loss_sum + loss.detach() * n   # a device tensor: no .item() here
+        count += n
+        for name, metric in run.train_metrics.items():
+            metric_sums[name] = metric_sums[name] + metric(out.detach(), yb) * n
+        state.step += 1
+        if batch_events:  # filled only for callbacks that handle on_batch_end
+            state.loss, state.output, state.batch = loss.detach(), out, (xb, yb)
+            events("on_batch_end", state)
+    state.loss = state.output = state.batch = None
+    return [loss_sum, count, *metric_sums.values()]
+
+
+def _train_step(run: _Run, xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward, loss, backward, gradient clipping and optimizer step on one batch:
+    ``(output, loss)``."""
+    run.optimizer.zero_grad(set_to_none=True)
+    with run.autocast():
+        out = run.train_model(xb)
+        loss = run.loss_fn(out, yb)
+    if run.scaler is None:
+        loss.backward()
+        if run.clip_grad_norm is not None:
+            nn.utils.clip_grad_norm_(run.model.parameters(), run.clip_grad_norm)
+        run.optimizer.step()
+    else:  # fp16: scale the loss so small gradients do not underflow
+        run.scaler.scale(loss).backward()
+        if run.clip_grad_norm is not None:
+            run.scaler.unscale_(run.optimizer)
+            nn.utils.clip_grad_norm_(run.model.parameters(), run.clip_grad_norm)
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+    return out, loss
+
+
+def _validation_sums(run: _Run, val_data, val_tensors, batch_size: int) -> list:
+    """``[loss sum, count, metric sums...]`` on this process's validation data, in eval mode."""
+    run.train_model.eval()
+    batches = (_slice_batches(*val_tensors, batch_size) if val_tensors is not None
+               else _loader_batches(val_data, run.device, "val_data"))
+    return _evaluation_sums(run.model, batches, run.loss_fn, run.metrics, run.autocast)
+
+
+def _epoch_logs(epoch: int, values: list[float], run: _Run, validated: bool) -> dict[str, float]:
+    """The epoch's means from the sums that :func:`_train_epoch` and :func:`_validation_sums`
+    returned (read on the host, summed over the processes)."""
+    train_sum, train_count, *rest = values
+    logs = {"epoch": epoch, "train_loss": train_sum / train_count}
+    for name in run.train_metrics:
+        logs[f"train_{name}"] = rest.pop(0) / train_count
+    if validated:
+        val_sum, val_count, *rest = rest
+        logs["val_loss"] = val_sum / val_count if val_count else math.nan
+        for name in run.metrics:
+            logs[f"val_{name}"] = rest.pop(0) / val_count if val_count else math.nan
+    return logs
 
 
 # --------------------------------------------------------------------------- several seeds

@@ -194,6 +194,11 @@ def _start_book_build(folder: Path) -> None:
 
 
 BOOK_FILES = {"test_book", "test_browser"}       # the tests of the built book: they run last
+# The modules that grade whole classes through nbgrader and the sandbox (minutes each): they
+# start first, so that with pytest-xdist (one module per worker) no worker is left with one of
+# them at the end while the other idles.
+LONG_FILES = ["test_nbgrader", "test_sandbox", "test_classroom", "test_grade_safety", "test_install",
+              "test_trusted", "test_trusted_attacks"]
 
 
 def pytest_configure(config):
@@ -224,8 +229,11 @@ def pytest_unconfigure(config):
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config, items):
     """The tests of the built book run last, so that the book builds (in the background, see
-    :func:`pytest_collection_finish`) while the other tests run."""
-    items.sort(key=lambda item: Path(str(item.fspath)).stem in BOOK_FILES)     # stable
+    :func:`pytest_collection_finish`) while the other tests run; the long modules run first."""
+    def order(item):
+        stem = Path(str(item.fspath)).stem
+        return (stem in BOOK_FILES, LONG_FILES.index(stem) if stem in LONG_FILES else len(LONG_FILES))
+    items.sort(key=order)     # stable: the order within a module is kept
 
 
 def _claim_book_build() -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from coursekit import classroom
+from coursekit import course as registry
 from coursekit.classroom.common import nbgrader_bin
 from coursekit.classroom.grade import _make_shard
 from coursekit.classroom.integrity import verify
@@ -102,7 +103,7 @@ def test_repairs_are_made_and_reported(graded):
 
 
 def test_scores(graded, course):
-    full = 20.0
+    full = registry.assignment(A).autograded
     for student in ("alice", "bob", "carol", "dave", "ivan", "judy"):
         assert _score(course, student) == full, student           # stderr, huge output, repairs: full points
     assert graded[2] == full                                        # heidi, the first time
@@ -120,7 +121,7 @@ def test_a_failed_regrade_leaves_no_stale_grade(graded, course):
     rows = {r["student_id"]: r for r in csv.DictReader(open(path)) if r["assignment"] == A}
     assert rows["heidi"]["score"] == "" and rows["heidi"]["status"] == "failed"
     assert rows["erin"]["status"] == "rejected" and rows["erin"]["score"] == ""
-    assert float(rows["alice"]["score"]) == 20.0 and rows["alice"]["status"] == "graded"
+    assert float(rows["alice"]["score"]) == registry.assignment(A).autograded and rows["alice"]["status"] == "graded"
     assert (course / "reports" / A / "report.png").stat().st_size > 1000
     report = (course / "reports" / A / "report.md").read_text()
     assert "| check_min_max_transform |" in report and "hidden_min_max" in report

@@ -331,6 +331,7 @@ def test_progress_prints_a_short_summary(course, inputs):
     assert len(lines) == 4 and lines[3].endswith("collect.csv")
 
 
+@pytest.mark.slow   # a subprocess of the command line
 def test_the_command_line_collects_and_prints_the_summary(course, inputs, capsys):
     archive = make_zip(inputs / "lms.zip", [("alice_1_scaling.ipynb", notebook("alice")),
                                             ("../x_1_scaling.ipynb", notebook("x"))])

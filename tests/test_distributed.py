@@ -20,6 +20,8 @@ from torch.testing import assert_close
 
 from coursekit.train import SyncBatchNorm, convert_sync_batchnorm, fit
 
+pytestmark = pytest.mark.slow   # see pyproject.toml's markers: `make test-fast` leaves these out
+
 WORKER = Path(__file__).with_name("ddp_worker.py")
 spec = importlib.util.spec_from_file_location("ddp_worker", WORKER)
 worker = importlib.util.module_from_spec(spec)

@@ -22,6 +22,8 @@ import pytest
 from conftest import code_cells, graded_cells, run_cell
 from coursekit import course
 
+pytestmark = pytest.mark.slow   # see pyproject.toml's markers: `make test-fast` leaves these out
+
 # every assignment of the course, except those whose table of styles has a file of its own
 TABLES_ELSEWHERE = {"scaling": "tests/test_fairness_scaling.py",
                     "early_stopping": "tests/test_grading_early_stopping.py"}

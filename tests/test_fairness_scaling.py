@@ -25,6 +25,8 @@ import torch
 from coursekit.grading import scaling as checks
 from conftest import ROOT, code_cells, graded_cells, run_cell
 
+pytestmark = pytest.mark.slow   # see pyproject.toml's markers: `make test-fast` leaves these out
+
 NOTEBOOK = ROOT / "solutions" / "scaling" / "scaling.ipynb"
 
 

@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from coursekit import regularization
+from coursekit import course, regularization
 from coursekit.grading import CheckFailure
 from coursekit.grading import early_stopping as checks
 from conftest import ROOT, notebook_cells, solution_cells, student_classes, with_mistake
@@ -61,8 +61,8 @@ def scores(cls) -> dict:
 FULL_MARKS = {grade_id: float(points) for grade_id, points, _ in graded_cells()}
 
 
-def test_the_graded_cells_are_worth_20_points_and_run_the_checks_of_this_module():
-    assert sum(FULL_MARKS.values()) == 20
+def test_the_graded_cells_are_worth_the_registrys_points_and_run_the_checks_of_this_module():
+    assert FULL_MARKS == dict(course.assignment("early_stopping").tests)
     sources = "\n".join(source for _, _, source in graded_cells())
     assert {c.__name__ for c in CHECKS} == set(re.findall(r"\b(check_\w+)\(EarlyStopping", sources))
 

@@ -59,6 +59,8 @@ import sys
 import torch
 from torch.testing._internal.common_methods_invocations import op_db
 
+pytestmark = pytest.mark.slow   # see pyproject.toml's markers: `make test-fast` leaves these out
+
 names, path = sys.argv[1].split(","), sys.argv[2]
 torch.manual_seed(0)
 samples = {}

@@ -31,12 +31,13 @@ import pytest
 
 import coursekit
 from coursekit import classroom
+from coursekit import course as registry
 from coursekit.classroom import sandbox
 from conftest import ROOT, released_course, tool_env
 
 pytestmark = pytest.mark.slow
 A = "scaling"
-FULL = 20.0
+FULL = registry.assignment(A).autograded
 MARK = f"sbx{uuid.uuid4().hex[:12]}"           # in the course folder's name and in every attack's traces
 MINMAX_RETURN = "return (X - self.data_min) / self.data_range * (high - low) + low"
 WRONG_RETURN = "return X * 0"

@@ -4,8 +4,12 @@ CPU only, small models, seconds in all. Tensors are compared with assert_close.
 """
 from __future__ import annotations
 
+import ast
+import dataclasses
+import inspect
 import pickle
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +22,8 @@ from torch.utils.data import DataLoader, TensorDataset
 from coursekit.train import (Callback, EarlyStopping, History, SeedRuns, accuracy, default_device,
                              evaluate, fit, fit_seeds, predict, run_scale, scaled, seed_everything)
 from coursekit.train import _epoch_order  # the sharding rule, tested directly
+from coursekit.train import FitOptions
+from coursekit.callbacks import ProgressBar
 
 
 @pytest.fixture(autouse=True)
@@ -294,6 +300,94 @@ def test_log_every_records_step_losses():
     assert len(h.steps["train_loss"]) == 6 and all(np.isfinite(h.steps["train_loss"]))
 
 
+def test_history_lives_in_its_own_module_and_train_re_exports_it():
+    import coursekit.history
+    assert History is coursekit.history.History
+
+
+# --------------------------------------------------------------------------- fit against a plain loop
+
+def hand_written_fit(model, train_data, val_data, *, epochs, batch_size, seed, scheduler=None,
+                     per_step=False, clip_grad_norm=None, log_every=None, drop_last=False):
+    """What fit computes, written out as a plain PyTorch loop: the same shuffling, the same
+    sums on the device, read as float64 at the end of each epoch."""
+    X, y = train_data
+    optimizer = sgd(model.parameters())
+    scheduler = scheduler(optimizer) if scheduler is not None else None
+    seed_everything(seed)
+    generator = torch.Generator().manual_seed(seed)
+    history, steps, step = {}, {"step": [], "train_loss": []}, 0
+    for epoch in range(1, epochs + 1):
+        lr = optimizer.param_groups[0]["lr"]
+        model.train()
+        order = torch.randperm(len(X), generator=generator)
+        stop = len(X) - len(X) % batch_size if drop_last else len(X)
+        loss_sum, count = 0.0, 0
+        for start in range(0, stop, batch_size):
+            idx = order[start:start + batch_size]
+            optimizer.zero_grad()
+            loss = F.cross_entropy(model(X[idx]), y[idx])
+            loss.backward()
+            if clip_grad_norm is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
+            optimizer.step()
+            if per_step:
+                scheduler.step()
+            loss_sum, count, step = loss_sum + loss.detach() * len(idx), count + len(idx), step + 1
+            if log_every is not None and step % log_every == 0:
+                steps["step"].append(step)
+                steps["train_loss"].append(loss.item())
+        row = {"epoch": epoch, "train_loss": loss_sum.double().item() / count}
+        if val_data is not None:
+            Xv, yv = val_data
+            model.eval()
+            with torch.no_grad():
+                out = model(Xv)  # one validation batch (fewer than eval_batch_size samples)
+            row["val_loss"] = (F.cross_entropy(out, yv) * len(Xv)).double().item() / len(Xv)
+            row["val_acc"] = (accuracy(out, yv) * len(Xv)).double().item() / len(Xv)
+        row["lr"] = lr
+        if scheduler is not None and not per_step:
+            scheduler.step()
+        for key, value in row.items():
+            history.setdefault(key, []).append(value)
+    return history, steps if log_every is not None else {}
+
+
+@pytest.mark.parametrize("options", [
+    {},
+    {"scheduler": lambda opt: torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5),
+     "clip_grad_norm": 0.5, "log_every": 4},
+    {"scheduler": lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, lambda k: 1 / (1 + k)),
+     "per_step": True, "drop_last": True, "log_every": 1, "no_validation": True},
+], ids=["plain", "epoch-scheduler-clipping-log_every", "step-scheduler-drop_last-no-validation"])
+def test_fit_equals_a_hand_written_loop_bit_for_bit(options):
+    options = dict(options)
+    Xt, yt, Xv, yv = make_data()
+    val = None if options.pop("no_validation", False) else (Xv, yv)
+    seed_everything(5)
+    expected, expected_steps = hand_written_fit(make_mlp(dropout=0.2), (Xt, yt), val, epochs=3,
+                                                batch_size=16, seed=3, **options)
+    if options.pop("per_step", False):
+        options["scheduler_interval"] = "step"
+    seed_everything(5)
+    h = fit(make_mlp(dropout=0.2), (Xt, yt), val, epochs=3, batch_size=16, seed=3, optimizer=sgd,
+            **options)
+    assert {k: v for k, v in h.items() if k != "time"} == expected   # ==: bit for bit, key order aside
+    assert list(h) == [*expected, "time"]
+    assert h.steps == expected_steps
+
+
+def test_fit_options_mirror_the_keyword_arguments_of_fit():
+    """One set of names and defaults: FitOptions is what fit checks and hands on."""
+    keywords = {name: p.default for name, p in inspect.signature(fit).parameters.items()
+                if p.kind is p.KEYWORD_ONLY}
+    assert {f.name: f.default for f in dataclasses.fields(FitOptions)} == keywords
+    options = FitOptions(epochs=3, quiet=True, progress=True)
+    assert (options.epochs, options.quiet, options.progress) == (3, True, False)  # quiet: no bar
+    with pytest.raises(ValueError, match="log_every must be a positive integer, got 0"):
+        FitOptions(log_every=0)
+
+
 # --------------------------------------------------------------------------- callbacks
 
 class Recorder(Callback):
@@ -330,6 +424,63 @@ def test_callbacks_are_called_in_order():
         expected += [("a", "epoch_end", epoch), ("b", "epoch_end", epoch)]
     expected += [("a", "fit_end"), ("b", "fit_end")]
     assert events == expected
+
+
+def test_built_in_callbacks_run_around_the_users_callbacks():
+    """The scheduler steps before the callbacks: at the end of an epoch they see the next
+    epoch's learning rate, after a step the next step's; the progress bar comes last and
+    shows what they add."""
+    seen = {"epoch_end": [], "batch_end": []}
+
+    class Watch(Callback):
+        def on_batch_end(self, state):
+            seen["batch_end"].append(state.optimizer.param_groups[0]["lr"])
+
+        def on_epoch_end(self, state):
+            seen["epoch_end"].append(state.optimizer.param_groups[0]["lr"])
+            return {"val_extra": 1.5}
+
+    halve = lambda opt: torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+    _, h = train(epochs=2, optimizer=lambda p: torch.optim.SGD(p, lr=1.0), scheduler=halve,
+                 callbacks=[Watch()])
+    assert h["lr"] == [1.0, 0.5] and seen["epoch_end"] == [0.5, 0.25]
+    seen["batch_end"].clear()
+    per_step = lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, lambda k: 1 / (1 + k))
+    train(epochs=1, optimizer=lambda p: torch.optim.SGD(p, lr=1.0), scheduler=per_step,
+          scheduler_interval="step", callbacks=[Watch()])
+    assert seen["batch_end"] == pytest.approx([1 / (1 + k) for k in range(1, 7)])  # 6 steps
+
+
+def test_the_progress_bar_shows_callback_values_and_closes_on_an_exception(capfd, monkeypatch):
+    closed = []
+    close = ProgressBar.close
+    monkeypatch.setattr(ProgressBar, "close", lambda self: (closed.append(self.bar is not None), close(self)))
+    train(epochs=2, progress=True, callbacks=[lambda state: {"val_extra": 1.5}])
+    out, err = capfd.readouterr()
+    assert "val_extra=1.5" in out and "2/2" in out and err == ""
+    assert closed[0] is True
+
+    def fail(state):
+        raise RuntimeError("a callback failed")
+
+    closed.clear()
+    with pytest.raises(RuntimeError, match="a callback failed"):
+        train(epochs=2, progress=True, callbacks=[fail])
+    assert closed == [True]  # the bar was open, and fit closed it
+
+
+def test_callbacks_import_no_module_that_imports_them():
+    """No import cycle: callbacks need only the history and the validators."""
+    import coursekit.callbacks
+    import coursekit.history
+    for module, allowed in ((coursekit.callbacks, {"coursekit.history", "coursekit.validate"}),
+                            (coursekit.history, set())):
+        tree = ast.parse(Path(module.__file__).read_text())
+        imported = {node.module for node in ast.walk(tree)
+                    if isinstance(node, ast.ImportFrom) and node.module.startswith("coursekit")}
+        imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
+                     for alias in node.names if alias.name.startswith("coursekit")}
+        assert imported <= allowed, f"{module.__name__} imports {sorted(imported - allowed)}"
 
 
 def test_a_callback_can_stop_training():

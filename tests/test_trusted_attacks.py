@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from coursekit import course
 from coursekit.classroom import checker, sandbox
 from conftest import ROOT, cell_index, edit, trusted_spec
 
@@ -524,7 +525,7 @@ def ready_made(solution, code):
 def test_a_correct_batch_norm_by_hand_gets_full_points(batchnorm):
     spec, solution = batchnorm
     result = check(spec, solution)
-    assert result.total == 20.0, (result.scores, result.messages)
+    assert result.total == course.assignment("batchnorm").autograded, (result.scores, result.messages)
     assert not result.forbidden and not result.problems and not result.blocked
 
 
@@ -601,4 +602,4 @@ def test_running_statistics_updated_through_data_keep_full_points(batchnorm):
     nb = edit(solution, "batch_norm", "running_mean.mul_(", "running_mean.data.mul_(")
     nb = edit(nb, "batch_norm", "running_var.mul_(", "running_var.data.mul_(")
     result = check(spec, nb)
-    assert result.total == 20.0, (result.scores, result.messages)
+    assert result.total == course.assignment("batchnorm").autograded, (result.scores, result.messages)
