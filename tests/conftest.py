@@ -165,6 +165,7 @@ EXAMPLE_REPOSITORY = "https://github.com/example-org/normcourse"
 
 
 BOOK_DIR_ENV = "COURSEKIT_TEST_BOOK"    # the folder of the session's book build, shared by workers
+_SET_BY_US: set[str] = set()            # environment variables this file set for the tests' processes
 
 
 def _book_dir() -> Path:
@@ -188,8 +189,8 @@ def _start_book_build(folder: Path) -> None:
     config.write_text(text.replace('  url: ""', f"  url: {EXAMPLE_REPOSITORY}", 1))
     script = ('jupyter-book build . --warningiserror > build.log 2>&1; '
               'echo $? > ../returncode.tmp && mv ../returncode.tmp ../returncode')
-    build = subprocess.Popen(["sh", "-c", script], cwd=src, env=tool_env(COURSEKIT_PROGRESS="0"),
-                             start_new_session=True)
+    env = {k: v for k, v in tool_env(COURSEKIT_PROGRESS="0").items() if k not in _SET_BY_US}
+    build = subprocess.Popen(["sh", "-c", script], cwd=src, env=env, start_new_session=True)   # as `make book`
     (folder / "pid").write_text(str(build.pid))
 
 
@@ -203,7 +204,15 @@ LONG_FILES = ["test_nbgrader", "test_sandbox", "test_classroom", "test_grade_saf
 
 def pytest_configure(config):
     """The controlling process (the only one without pytest-xdist) makes the folder where the
-    book will be built; the workers it starts inherit its name from the environment."""
+    book will be built; the workers it starts inherit its name from the environment. Each
+    pytest-xdist worker runs torch on its share of the cores: two workers of two threads each
+    on two cores wait on each other's threads, and the unit tests take up to twice as long."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if hasattr(config, "workerinput") and workers > 1 and "OMP_NUM_THREADS" not in os.environ:
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        torch.set_num_threads(threads)
+        os.environ["OMP_NUM_THREADS"] = str(threads)   # and in the kernels and workers grading starts
+        _SET_BY_US.add("OMP_NUM_THREADS")
     if not hasattr(config, "workerinput") and BOOK_DIR_ENV not in os.environ:
         # outside pytest's temporary folder: tests that watch theirs for stray files run while it builds
         os.environ[BOOK_DIR_ENV] = tempfile.mkdtemp(prefix="coursekit-book-")

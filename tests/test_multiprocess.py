@@ -15,8 +15,9 @@ from torch.testing import assert_close
 from coursekit.distributed import SyncBatchNorm
 from coursekit.multiprocess import free_port, run_processes
 
-pytestmark = pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(),
-                                reason="run_processes needs the fork start method")
+pytestmark = [pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(),
+                                 reason="run_processes needs the fork start method"),
+              pytest.mark.slow]   # several processes: `make test-fast` leaves these out
 
 
 def test_results_come_back_by_rank_and_collectives_work():

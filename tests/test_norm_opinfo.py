@@ -26,6 +26,8 @@ import torch.nn.functional as F
 
 from coursekit import norm
 
+pytestmark = pytest.mark.slow   # see pyproject.toml's markers: `make test-fast` leaves these out
+
 # OpInfo name -> (coursekit's function, torch's function). The batch_norm entry has a
 # second variant, "without_cudnn", which disables cuDNN around F.batch_norm: on the CPU its
 # samples and its function are those of the first one, and both variants are run.
@@ -58,8 +60,6 @@ _MAKE_SAMPLES = r"""
 import sys
 import torch
 from torch.testing._internal.common_methods_invocations import op_db
-
-pytestmark = pytest.mark.slow   # see pyproject.toml's markers: `make test-fast` leaves these out
 
 names, path = sys.argv[1].split(","), sys.argv[2]
 torch.manual_seed(0)

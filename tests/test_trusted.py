@@ -16,6 +16,8 @@ from torch import nn
 from coursekit.classroom import checker, sandbox, wire
 from conftest import trusted_spec
 
+pytestmark = pytest.mark.slow   # sandboxed workers: `make test-fast` leaves these out
+
 # --------------------------------------------------------------------------- the wire
 
 
