@@ -39,7 +39,7 @@ book: $(STAMP)
 	@$(PY) tools/chapter_times.py
 
 test: $(STAMP) browser sandbox
-	$(PY) -m pytest -n $(TEST_JOBS) --dist loadscope $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_JOBS) --dist loadscope --no-loadscope-reorder $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -n $(TEST_JOBS) -m "not slow" $(PYTEST_ARGS)

@@ -195,11 +195,12 @@ def _start_book_build(folder: Path) -> None:
 
 
 BOOK_FILES = {"test_book", "test_browser"}       # the tests of the built book: they run last
-# The modules that grade whole classes through nbgrader and the sandbox (minutes each): they
-# start first, so that with pytest-xdist (one module per worker) no worker is left with one of
-# them at the end while the other idles.
-LONG_FILES = ["test_nbgrader", "test_sandbox", "test_classroom", "test_grade_safety", "test_install",
-              "test_trusted", "test_trusted_attacks"]
+# The modules that grade whole classes through nbgrader and the sandbox (minutes each), longest
+# first: they start first, so that under pytest-xdist no worker is left with one of them at the
+# end while the other idles. `make test` passes --no-loadscope-reorder, so that xdist hands the
+# modules out in this order (by default it would start with the modules of the most tests).
+LONG_FILES = ["test_nbgrader", "test_classroom", "test_sandbox", "test_trusted", "test_grade_safety",
+              "test_trusted_attacks", "test_install"]
 
 
 def pytest_configure(config):
