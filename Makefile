@@ -5,11 +5,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
-# pytest-xdist workers: `make test` runs in one process (0) unless TEST_JOBS=N or auto is given (on
-# 2 cores one process is faster: grading tests run two shards and the book builds beside them);
-# `make test-fast` uses one worker per core
-TEST_JOBS ?= 0
-FAST_JOBS ?= auto
+# pytest-xdist workers of `make test` and `make test-fast` (auto: one per core; 0: one process);
+# `make test` runs each test module on one worker
+TEST_JOBS ?= auto
+FAST_JOBS ?= $(TEST_JOBS)
 # nbgrader runs helper programs (alembic) by name: the venv's tools come first
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
