@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
+from coursekit.distributed import read_sums
 from coursekit.history import History
 from coursekit.validate import positive_int
 
@@ -192,20 +192,8 @@ class StepLossLogger(Callback):
     def on_epoch_end(self, state: FitState) -> None:
         record = state.history.steps
         record.setdefault("step", []).extend(self.steps)
-        summed = _sum_over_processes(self.losses, state.device, state.world_size)
+        summed = read_sums(self.losses, state.device, all_reduce=state.world_size > 1)
         record.setdefault("train_loss", []).extend(v / state.world_size for v in summed)
-
-
-def _sum_over_processes(values: list[torch.Tensor], device: torch.device, world_size: int) -> list[float]:
-    """The device scalars ``values`` read on the host in one go (summed over the processes
-    when there are several): one synchronization for all of them."""
-    if not values:
-        return []
-    dtype = torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
-    packed = torch.stack([v.reshape(()).to(dtype) for v in values])   # (len(values),)
-    if world_size > 1:
-        dist.all_reduce(packed)
-    return packed.tolist()
 
 
 class ProgressBar(Callback):

@@ -13,11 +13,13 @@ from __future__ import annotations
 import atexit
 import os
 
+from typing import Sequence
+
 import torch
 import torch.distributed as dist
 from torch import nn
 
-__all__ = ["setup", "SyncBatchNorm", "convert_sync_batchnorm"]
+__all__ = ["setup", "SyncBatchNorm", "convert_sync_batchnorm", "read_sums"]
 
 
 def setup(distributed: bool | None, device: torch.device) -> tuple[int, int]:
@@ -161,3 +163,18 @@ def convert_sync_batchnorm(module: nn.Module, process_group=None) -> nn.Module:
     for name, child in module.named_children():
         out.add_module(name, convert_sync_batchnorm(child, process_group))
     return out
+
+
+def read_sums(values: Sequence, device: torch.device, all_reduce: bool) -> list[float]:
+    """Stack device scalars (and host numbers) into one tensor, sum it over the processes
+    when ``all_reduce``, and read it on the host: one synchronization for all of them."""
+    if not values:
+        return []
+    dtype = torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
+    if all_reduce:  # host numbers (sample counts) are summed over the processes too
+        packed = torch.stack([torch.as_tensor(v, device=device).to(dtype).reshape(()) for v in values])
+        dist.all_reduce(packed)
+        return packed.tolist()
+    on_device = [v.reshape(()) for v in values if isinstance(v, torch.Tensor)]
+    read = iter(torch.stack(on_device).to(dtype).tolist() if on_device else ())
+    return [next(read) if isinstance(v, torch.Tensor) else float(v) for v in values]

@@ -57,7 +57,7 @@ from torch import nn
 
 from coursekit.callbacks import (Callback, CallbackList, FitState, ProgressBar, SchedulerPerEpoch,
                                  SchedulerPerStep, StepLossLogger)
-from coursekit.distributed import SyncBatchNorm, convert_sync_batchnorm
+from coursekit.distributed import SyncBatchNorm, convert_sync_batchnorm, read_sums
 from coursekit.distributed import setup as setup_distributed
 from coursekit.history import History
 from coursekit.modes import restored_modes
@@ -342,19 +342,6 @@ def _make_scheduler(scheduler, optimizer: torch.optim.Optimizer):
                     f"f(optimizer) -> scheduler, got {type(scheduler).__name__}")
 
 
-def _read(values: Sequence, device: torch.device, all_reduce: bool) -> list[float]:
-    """Stack device scalars (and host numbers) into one tensor, sum it over the processes
-    when ``all_reduce``, and read it on the host: one synchronization for all of them."""
-    dtype = torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
-    if all_reduce:  # host numbers (sample counts) are summed over the processes too
-        packed = torch.stack([torch.as_tensor(v, device=device).to(dtype).reshape(()) for v in values])
-        dist.all_reduce(packed)
-        return packed.tolist()
-    on_device = [v.reshape(()) for v in values if isinstance(v, torch.Tensor)]
-    read = iter(torch.stack(on_device).to(dtype).tolist() if on_device else ())
-    return [next(read) if isinstance(v, torch.Tensor) else float(v) for v in values]
-
-
 # --------------------------------------------------------------------------- evaluation
 
 @torch.no_grad()
@@ -424,7 +411,7 @@ def evaluate(model: nn.Module, data, *, loss_fn: Callable = F.cross_entropy,
     with _evaluation_mode(model):
         sums = _evaluation_sums(model, _eval_batches(data, device, batch_size, "data"),
                                 loss_fn, metrics, autocast)
-    loss_sum, count, *metric_sums = _read(sums, device, all_reduce=False)
+    loss_sum, count, *metric_sums = read_sums(sums, device, all_reduce=False)
     if count == 0:
         raise ValueError("evaluate got no samples: the data is empty")
     return {"loss": loss_sum / count, **{k: s / count for k, s in zip(metrics, metric_sums)}}
@@ -676,7 +663,7 @@ def _fit(model: nn.Module, train_data, val_data, options: FitOptions) -> History
                                  f"batch_size={options.batch_size} and drop_last={options.drop_last}")
             if val_data is not None:
                 sums += _validation_sums(run, val_data, val_tensors, options.eval_batch_size)
-            values = _read(sums, run.device, all_reduce=run.world_size > 1)  # the epoch's one read
+            values = read_sums(sums, run.device, all_reduce=run.world_size > 1)  # the epoch's one read
             logs = {**_epoch_logs(epoch, values, run, validated=val_data is not None),
                     "lr": lr, "time": time.perf_counter() - start}
             state.logs = logs
