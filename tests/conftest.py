@@ -189,10 +189,17 @@ def _start_book_build(folder: Path) -> None:
     config.write_text(text.replace('  url: ""', f"  url: {EXAMPLE_REPOSITORY}", 1))
     script = ('jupyter-book build . --warningiserror > build.log 2>&1; '
               'echo $? > ../returncode.tmp && mv ../returncode.tmp ../returncode')
-    env = {k: v for k, v in tool_env(COURSEKIT_PROGRESS="0").items() if k not in _SET_BY_US}
+    env = {k: v for k, v in tool_env(COURSEKIT_PROGRESS="0").items()
+           if k not in _SET_BY_US and k != "COURSEKIT_SCALE"}     # the chapters' runs, as in the book
     build = subprocess.Popen(["sh", "-c", script], cwd=src, env=env, start_new_session=True)   # as `make book`
     (folder / "pid").write_text(str(build.pid))
 
+
+# The assignments' experiments (their last code cell: a training run that prints a table) run
+# again for every submission graded, and the tests grade dozens: they run at a tenth of their
+# size (coursekit.train.scaled), which the kernels and the trusted checker's workers inherit
+# through the environment. Nothing the tests assert depends on the size of those runs.
+ASSIGNMENT_SCALE = "0.1"
 
 BOOK_FILES = {"test_book", "test_browser"}       # the tests of the built book: they run last
 # The modules that grade whole classes through nbgrader and the sandbox (minutes each), longest
@@ -205,9 +212,11 @@ LONG_FILES = ["test_nbgrader", "test_classroom", "test_sandbox", "test_trusted",
 
 def pytest_configure(config):
     """The controlling process (the only one without pytest-xdist) makes the folder where the
-    book will be built; the workers it starts inherit its name from the environment. Each
+    book will be built; the workers it starts inherit its name from the environment, and
+    ``COURSEKIT_SCALE`` (:data:`ASSIGNMENT_SCALE` unless set). Each
     pytest-xdist worker runs torch on its share of the cores: two workers of two threads each
     on two cores wait on each other's threads, and the unit tests take up to twice as long."""
+    os.environ.setdefault("COURSEKIT_SCALE", ASSIGNMENT_SCALE)
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if hasattr(config, "workerinput") and workers > 1 and "OMP_NUM_THREADS" not in os.environ:
         threads = max(1, (os.cpu_count() or 1) // workers)
