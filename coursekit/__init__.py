@@ -18,6 +18,8 @@ Modules (one concept each):
 - :mod:`coursekit.measure`: per-layer activation and gradient statistics, recorded by hooks.
 - :mod:`coursekit.smoothness`: Santurkar et al.'s measurements (noisy BN, internal covariate
   shift as a change of gradients, loss-landscape probes).
+- :mod:`coursekit.tuning`: grid, random and Bayesian search of hyperparameters (a Gaussian
+  process, expected improvement), minimizing; the SQLite storage of an Optuna study.
 - :mod:`coursekit.plots`: the figures the chapters share (seed bands, sweeps, layer statistics).
 - :mod:`coursekit.grading`: the machinery behind the assignments' check cells.
 - :mod:`coursekit.classroom`: grading a class with nbgrader, one module per stage.

@@ -183,6 +183,21 @@ CHAPTERS: tuple[Chapter, ...] = (
                    "check_best": 3, "check_restore_best": 2, "check_arguments": 2,
                    "hidden_random_sequences": 4})),
     Chapter(
+        "tuning",
+        "choosing hyperparameters on validation data: grid and random search, Bayesian "
+        "optimization with a Gaussian process and expected improvement, Optuna and pruning",
+        ("coursekit.tuning",),
+        Assignment(
+            "tuning", "Tuning hyperparameters",
+            "the posterior of a Gaussian process (Cholesky, noise on the diagonal) and expected "
+            "improvement, then grid, random search and Bayesian optimization on one budget",
+            graded=("gp_posterior", "expected_improvement"),
+            grading="coursekit.grading.tuning", reference="coursekit.tuning",
+            tests={"check_gp_posterior": 3, "check_gp_noise": 2, "check_gp_lengthscale": 2,
+                   "check_gp_nonnegative": 2, "check_gp_near_singular": 2, "hidden_gp_posterior": 2,
+                   "check_ei_minimization": 2, "check_ei_zero_std": 2, "check_ei_xi": 1,
+                   "hidden_ei": 2})),
+    Chapter(
         "why_batchnorm",
         "the debate: internal covariate shift (Ioffe & Szegedy 2015) against loss-landscape "
         "smoothness (Santurkar et al. 2018)",

@@ -628,6 +628,101 @@ def landscape_probe(model, loss_fn, x, y, step_sizes):
     return torch.stack(losses), changes, beta
 '''
 
+GP_TRIANGULAR = '''
+def gp_posterior(X, y, X_star, lengthscale=1.0, variance=1.0, noise=1e-6):
+    """torch.cdist on inputs divided by the lengthscale, two triangular solves for alpha,
+    torch.einsum for the squared norms, torch.maximum against 0."""
+    def kernel(A, B):
+        return variance * torch.exp(-0.5 * torch.cdist(A / lengthscale, B / lengthscale) ** 2)
+
+    n = X.shape[0]
+    K = kernel(X, X)
+    K = K + torch.diag(torch.full((n,), noise, dtype=X.dtype))
+    L = torch.linalg.cholesky(K)
+    a = torch.linalg.solve_triangular(L, y.reshape(n, 1), upper=False)
+    alpha = torch.linalg.solve_triangular(L.mT, a, upper=True).reshape(n)
+    K_star = kernel(X, X_star)
+    v = torch.linalg.solve_triangular(L, K_star, upper=False)
+    mean = torch.einsum("nm,n->m", K_star, alpha)
+    var = variance - torch.einsum("nm,nm->m", v, v)
+    return mean, torch.maximum(var, torch.zeros_like(var))
+'''
+
+GP_EXPANDED = '''
+def gp_posterior(X, y, X_star, lengthscale=1.0, variance=1.0, noise=1e-6):
+    """float64 inside and cast back; squared distances as |a|^2 + |b|^2 - 2 a.b; cholesky_ex;
+    the variance as the diagonal of the full posterior covariance."""
+    dtype = X.dtype
+    X, y, X_star = X.double(), y.double(), X_star.double()
+
+    def sq_dist(A, B):
+        d2 = (A * A).sum(1).unsqueeze(1) + (B * B).sum(1).unsqueeze(0) - 2.0 * A @ B.T
+        return d2.clamp_min(0.0)
+
+    K = variance * torch.exp(-sq_dist(X, X) / (2.0 * lengthscale * lengthscale))
+    K.diagonal().add_(noise)
+    L, info = torch.linalg.cholesky_ex(K)
+    K_s = variance * torch.exp(-sq_dist(X, X_star) / (2.0 * lengthscale * lengthscale))
+    mean = K_s.T @ torch.cholesky_solve(y.unsqueeze(-1), L).squeeze(-1)
+    v = torch.linalg.solve_triangular(L, K_s, upper=False)
+    cov = variance * torch.exp(-sq_dist(X_star, X_star) / (2.0 * lengthscale * lengthscale)) - v.T @ v
+    var = torch.diagonal(cov).clamp_min(0.0)
+    return mean.to(dtype), var.to(dtype)
+'''
+
+GP_LINALG_SOLVE = '''
+def gp_posterior(X, y, X_star, lengthscale=1.0, variance=1.0, noise=1e-6):
+    """torch.linalg.solve (an LU factorization) instead of Cholesky: also never an inverse;
+    torch.relu for the clamp; the kernel as a product over the dimensions."""
+    def k(A, B):
+        diff = A.unsqueeze(1) - B.unsqueeze(0)                   # (len(A), len(B), d)
+        return variance * torch.prod(torch.exp(-diff ** 2 / (2 * lengthscale ** 2)), dim=-1)
+
+    K = k(X, X) + noise * torch.eye(X.shape[0], dtype=X.dtype)
+    K_star = k(X, X_star)
+    mean = K_star.T @ torch.linalg.solve(K, y)
+    W = torch.linalg.solve(K, K_star)                            # K^-1 k_*, column by column
+    var = torch.relu(variance - (K_star * W).sum(dim=0))
+    return mean, var
+'''
+
+EI_NORMAL = '''
+def expected_improvement(mean, std, best, xi=0.0):
+    """torch.distributions.Normal for Phi and phi; std floored at 1e-12 instead of a separate
+    case for std = 0 (z is then 0 or huge, and Phi(z) 1/2, 1 or 0)."""
+    normal = torch.distributions.Normal(torch.zeros((), dtype=mean.dtype), torch.ones((), dtype=mean.dtype))
+    improvement = best - mean - xi
+    sigma = std.clamp_min(1e-12)
+    z = improvement / sigma
+    return improvement * normal.cdf(z) + sigma * normal.log_prob(z).exp()
+'''
+
+EI_MASKED = '''
+def expected_improvement(mean, std, best, xi=0.0):
+    """torch.special.ndtr; the two cases written into a zero tensor by boolean indexing."""
+    imp = best - mean - xi
+    ei = torch.zeros_like(imp)
+    pos = std > 0
+    z = imp[pos] / std[pos]
+    pdf = torch.exp(-z * z / 2) / math.sqrt(2 * math.pi)
+    ei[pos] = imp[pos] * torch.special.ndtr(z) + std[pos] * pdf
+    ei[~pos] = torch.clamp(imp[~pos], min=0)
+    return ei
+'''
+
+EI_ERFC = '''
+def expected_improvement(mean, std, best, xi=0.0):
+    """erfc for Phi (accurate in the far left tail); z computed as 0 where std is 0, and the
+    formula written as std * (z * Phi(z) + phi(z))."""
+    improvement = best - mean - xi
+    zero = std == 0
+    z = torch.where(zero, torch.zeros_like(improvement), improvement / torch.where(zero, 1.0, std))
+    Phi = 0.5 * torch.erfc(-z / math.sqrt(2.0))
+    phi = torch.exp(-0.5 * z * z) * (1.0 / math.sqrt(2.0 * math.pi))
+    return torch.where(zero, torch.clamp(improvement, min=0.0), std * (z * Phi + phi))
+'''
+
+
 STYLES = [
     ("batchnorm", "float64-var_mean-rsqrt-lerp", {"batch_norm": BATCH_NORM_FLOAT64}),
     ("batchnorm", "tuple-dims-unbiased-False-fused-scale-shift", {"batch_norm": BATCH_NORM_FUSED}),
@@ -661,6 +756,12 @@ STYLES = [
     ("smoothness", "ics-manual-restore-of-parameters-and-running-stats", {"internal_covariate_shift": ICS_MANUAL_RESTORE}),
     ("smoothness", "probe-parameters_to_vector-float32-losses", {"landscape_probe": PROBE_VECTOR}),
     ("smoothness", "probe-torch.func-tensor-beta", {"landscape_probe": PROBE_FUNCTIONAL}),
+    ("tuning", "gp-cdist-two-solve_triangular-einsum", {"gp_posterior": GP_TRIANGULAR}),
+    ("tuning", "gp-float64-inside-expanded-distances-full-covariance", {"gp_posterior": GP_EXPANDED}),
+    ("tuning", "gp-torch.linalg.solve-relu", {"gp_posterior": GP_LINALG_SOLVE}),
+    ("tuning", "ei-torch.distributions.Normal-floored-std", {"expected_improvement": EI_NORMAL}),
+    ("tuning", "ei-ndtr-boolean-indexing", {"expected_improvement": EI_MASKED}),
+    ("tuning", "ei-erfc-std-times-z-Phi-plus-phi", {"expected_improvement": EI_ERFC}),
 ]
 
 

@@ -13,6 +13,7 @@ import pytest
 import torch
 from torch import nn
 
+from coursekit import course as registry
 from coursekit.classroom import checker, sandbox, wire
 from conftest import trusted_spec
 
@@ -291,8 +292,7 @@ def _styles():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("assignment", ["scaling", "batchnorm", "normalization", "dropout", "initialization",
-                                        "smoothness", "early_stopping"])
+@pytest.mark.parametrize("assignment", list(registry.ASSIGNMENTS))
 def test_every_correct_style_gets_every_point_from_the_trusted_checker(assignment):
     """The fairness tables' correct solutions in other styles (and the instructor's own),
     scored outside the student's process: every autograded cell, hidden tests included,
