@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 # pytest-xdist workers of `make test` and `make test-fast` (auto: one per core; 0: one process);
-# `make test` runs each test module on one worker
+# `make test` runs each test module on one worker (tests/test_nbgrader.py: each assignment on one)
 TEST_JOBS ?= auto
 FAST_JOBS ?= $(TEST_JOBS)
 # nbgrader runs helper programs (alembic) by name: the venv's tools come first

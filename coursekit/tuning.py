@@ -165,7 +165,8 @@ def _fit_inputs(X, y, noise):
 
 
 def gp_posterior(X, y, X_star, lengthscale: float = 1.0, variance: float = 1.0,
-                 noise: float = 1e-6, kernel: str = "rbf") -> tuple[torch.Tensor, torch.Tensor]:
+                 noise: float = 1e-6,
+                 kernel: str = "rbf") -> tuple[torch.Tensor, torch.Tensor]:
     r"""Posterior mean and variance of a zero-mean Gaussian process at the points X_star.
 
     With :math:`K = k(X, X) + \sigma_n^2 I` (the noise variance on the diagonal), its
@@ -204,14 +205,16 @@ def gp_posterior(X, y, X_star, lengthscale: float = 1.0, variance: float = 1.0,
     X, y = _fit_inputs(X, y, noise)
     X_star = _as_inputs(X_star, "X_star", dtype=X.dtype, device=X.device)
     if X_star.shape[1] != X.shape[1]:
-        raise ValueError(f"X_star must have as many columns as X (d = {X.shape[1]}), got shape {tuple(X_star.shape)}")
-    K = k(X, X, lengthscale, variance) + noise * torch.eye(len(X), dtype=X.dtype, device=X.device)
-    L = _cholesky(K)                                                   # (n, n)
-    alpha = torch.cholesky_solve(y.unsqueeze(1), L)                    # (n, 1): K^-1 y
-    K_star = k(X, X_star, lengthscale, variance)                       # (n, m)
-    mean = (K_star * alpha).sum(0)                                     # (m,): k_*^T alpha
-    v = torch.linalg.solve_triangular(L, K_star, upper=False)          # (n, m): L^-1 k_*
-    var = (variance - (v ** 2).sum(0)).clamp_min(0)                    # (m,)
+        raise ValueError(f"X_star must have as many columns as X (d = {X.shape[1]}), "
+                         f"got shape {tuple(X_star.shape)}")
+    eye = torch.eye(len(X), dtype=X.dtype, device=X.device)
+    K = k(X, X, lengthscale, variance) + noise * eye               # (n, n)
+    L = _cholesky(K)                                               # (n, n)
+    alpha = torch.cholesky_solve(y.unsqueeze(1), L)                # (n, 1): K^-1 y
+    K_star = k(X, X_star, lengthscale, variance)                   # (n, m)
+    mean = (K_star * alpha).sum(0)                                 # (m,): k_*^T alpha
+    v = torch.linalg.solve_triangular(L, K_star, upper=False)      # (n, m): L^-1 k_*
+    var = (variance - (v ** 2).sum(0)).clamp_min(0)                # (m,)
     return mean, var
 
 
@@ -299,7 +302,8 @@ def expected_improvement(mean, std, best, xi: float = 0.0) -> torch.Tensor:
     _check_std(std)
     improvement = best - mean - xi
     known = std == 0
-    safe_std = torch.where(known, torch.ones_like(std), std)         # no division by 0, even in backward
+    # 1 where std is 0: no 0 / 0 below, in the backward pass either
+    safe_std = torch.where(known, torch.ones_like(std), std)
     z = improvement / safe_std
     density = torch.exp(-0.5 * z ** 2) / math.sqrt(2 * math.pi)
     ei = improvement * torch.special.ndtr(z) + safe_std * density

@@ -255,6 +255,28 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=order)     # stable: the order within a module is kept
 
 
+# The modules whose tests pytest-xdist may run on different workers, one work unit per value
+# of their first parameter, instead of one per module: test_nbgrader.py grades each
+# assignment's class once per worker that runs one of its tests.
+SPLIT_BY_FIRST_PARAMETER = {"test_nbgrader"}
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """`make test`'s ``--dist loadscope`` (a module's tests on one worker: they share module
+    fixtures, a graded class, a sandbox run), except for :data:`SPLIT_BY_FIRST_PARAMETER`."""
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByModuleOrFirstParameter(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module, _, test = nodeid.partition("::")
+            if Path(module).stem in SPLIT_BY_FIRST_PARAMETER and test.endswith("]"):
+                return f"{module}[{test.partition('[')[2].split('-')[0].rstrip(']')}]"
+            return super()._split_scope(nodeid)
+    return ByModuleOrFirstParameter(config, log)
+
+
 def _claim_book_build() -> None:
     """Start the book's build unless a process of this session already did (with pytest-xdist
     every worker collects every test; the first to claim the folder builds)."""

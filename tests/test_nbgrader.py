@@ -5,6 +5,10 @@ of crafted submissions of every assignment and export the grades, exactly as an 
 would: with the course's command (coursekit.classroom: preflight, parallel
 `nbgrader autograde`, integrity checks), so every honest submission must also pass the
 integrity checks.
+
+Each assignment is released and graded in a course folder of its own, once per pytest-xdist
+worker that runs one of its tests: `make test` hands each assignment's tests to one worker
+(``SPLIT_BY_FIRST_PARAMETER`` in conftest.py), so the assignments are graded side by side.
 """
 from __future__ import annotations
 
@@ -33,15 +37,21 @@ def nbgrader(course: Path, *args: str, timeout: int = 600) -> subprocess.Complet
     return result
 
 
-@pytest.fixture(scope="module")
-def course(tmp_path_factory) -> Path:
-    """A fresh course directory with the assignments generated (and the gradebook created)."""
-    course = tmp_path_factory.mktemp("course")
-    shutil.copy(ROOT / "nbgrader_config.py", course)
-    shutil.copytree(ROOT / "solutions", course / "solutions")
-    for assignment in ASSIGNMENTS:
-        nbgrader(course, "generate_assignment", assignment, "--force")
-    return course
+@pytest.fixture(scope="session")
+def released(tmp_path_factory):
+    """``released(assignment)``: a fresh course folder with that assignment generated (and the
+    gradebook created), made once per assignment."""
+    made: dict[str, Path] = {}
+
+    def release(assignment: str) -> Path:
+        if assignment not in made:
+            course = tmp_path_factory.mktemp(f"course-{assignment}")
+            shutil.copy(ROOT / "nbgrader_config.py", course)
+            shutil.copytree(ROOT / "solutions" / assignment, course / "solutions" / assignment)
+            nbgrader(course, "generate_assignment", assignment, "--force")
+            made[assignment] = course
+        return made[assignment]
+    return release
 
 
 def normalized(path: Path) -> dict:
@@ -59,7 +69,8 @@ def test_assignments_exist():
 
 
 @pytest.mark.parametrize("assignment", ASSIGNMENTS)
-def test_exercises_are_generated_from_solutions(course, assignment):
+def test_exercises_are_generated_from_solutions(released, assignment):
+    course = released(assignment)
     released = sorted(p.relative_to(course / "exercises") for p in (course / "exercises" / assignment).rglob("*")
                       if p.is_file())
     committed = sorted(p.relative_to(ROOT / "exercises") for p in (ROOT / "exercises" / assignment).rglob("*")
@@ -236,42 +247,58 @@ TOTAL_MAX = {a: registry.assignment(a).total for a in SUBMISSIONS}
 CASES = [(a, s) for a in SUBMISSIONS for s in SUBMISSIONS[a]]
 
 
-@pytest.fixture(scope="module")
-def graded(course):
-    """Autograde every assignment for a class of crafted submissions; return the exported
-    totals and the per-cell auto scores from the gradebook."""
-    for assignment, students in SUBMISSIONS.items():
-        source = json.loads((course / "solutions" / assignment / f"{assignment}.ipynb").read_text())
-        for student, (edits, _) in students.items():
-            folder = course / "submitted" / student / assignment
-            folder.mkdir(parents=True)
-            (folder / f"{assignment}.ipynb").write_text(json.dumps(edited(source, edits)))
-        folder = course / "submitted" / "unchanged_release" / assignment
+# a student of the class who submitted nothing for the assignment
+ABSENT = "absent"
+
+
+@pytest.fixture(scope="session")
+def graded(released):
+    """``graded(assignment)``: autograde a class of crafted submissions of the assignment
+    (once), export the grades, and return the exported totals and the per-cell auto scores
+    from the gradebook."""
+    done: dict[str, tuple[dict, dict]] = {}
+
+    def grade(assignment: str) -> tuple[dict, dict]:
+        if assignment not in done:
+            done[assignment] = _grade_class(released(assignment), assignment)
+        return done[assignment]
+    return grade
+
+
+def _grade_class(course: Path, assignment: str) -> tuple[dict, dict]:
+    students = SUBMISSIONS[assignment]
+    source = json.loads((course / "solutions" / assignment / f"{assignment}.ipynb").read_text())
+    for student, (edits, _) in students.items():
+        folder = course / "submitted" / student / assignment
         folder.mkdir(parents=True)
-        shutil.copy(course / "exercises" / assignment / f"{assignment}.ipynb", folder)
-        # one shard (tests/test_classroom.py grades in parallel): the other core runs other tests
-        results = classroom.grade(course, assignment, jobs=1, progress=lambda line: None)
-        # "graded", not "flagged": the trusted checker's score of every submission (honest, or
-        # with the mistakes of the table) is its in-notebook score
-        assert {r.student: r.status for r in results} == dict.fromkeys([*students, "unchanged_release"], "graded")
-        assert not any(r.repairs for r in results), [r for r in results if r.repairs]
+        (folder / f"{assignment}.ipynb").write_text(json.dumps(edited(source, edits)))
+    folder = course / "submitted" / "unchanged_release" / assignment
+    folder.mkdir(parents=True)
+    shutil.copy(course / "exercises" / assignment / f"{assignment}.ipynb", folder)
+    from nbgrader.api import Gradebook
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}", "normcourse") as gb:
+        gb.update_or_create_student(ABSENT)
+    # one shard (tests/test_classroom.py grades in parallel): the other core runs other tests
+    results = classroom.grade(course, assignment, jobs=1, progress=lambda line: None)
+    # "graded", not "flagged": the trusted checker's score of every submission (honest, or
+    # with the mistakes of the table) is its in-notebook score
+    assert {r.student: r.status for r in results} == dict.fromkeys([*students, "unchanged_release"], "graded")
+    assert not any(r.repairs for r in results), [r for r in results if r.repairs]
     classroom.export(course)
     with open(course / "grades.csv") as f:
         totals = {(row["assignment"], row["student_id"]): row for row in csv.DictReader(f)}
 
-    from nbgrader.api import Gradebook
     cells = {}
     with Gradebook(f"sqlite:///{course / 'gradebook.db'}", "normcourse") as gb:
-        for assignment, students in SUBMISSIONS.items():
-            for student in [*students, "unchanged_release"]:
-                nb = gb.find_submission_notebook(assignment, assignment, student)
-                cells[assignment, student] = {g.name: (g.auto_score, g.max_score) for g in nb.grades}
+        for student in [*students, "unchanged_release"]:
+            nb = gb.find_submission_notebook(assignment, assignment, student)
+            cells[assignment, student] = {g.name: (g.auto_score, g.max_score) for g in nb.grades}
     return totals, cells
 
 
 @pytest.mark.parametrize("assignment", list(SUBMISSIONS))
 def test_solution_gets_every_autograded_point(graded, assignment):
-    totals, cells = graded
+    totals, cells = graded(assignment)
     scores = cells[assignment, "correct"]
     assert sum(mx for name, (auto, mx) in scores.items() if name not in MANUAL) == AUTOGRADED_MAX[assignment]
     for name, (auto, mx) in scores.items():
@@ -285,21 +312,19 @@ def test_solution_gets_every_autograded_point(graded, assignment):
 
 @pytest.mark.parametrize("assignment", list(SUBMISSIONS))
 def test_unchanged_release_scores_zero_without_breaking_the_batch(graded, assignment):
-    totals, cells = graded
+    totals, cells = graded(assignment)
     assert float(totals[assignment, "unchanged_release"]["score"]) == 0.0
     assert all(auto == 0 for auto, _ in cells[assignment, "unchanged_release"].values())
     for student in SUBMISSIONS[assignment]:
         assert (assignment, student) in totals, f"{student} is missing from the exported grades"
-    # a student who submitted nothing for this assignment is exported as such, not dropped
-    others = {s for a in SUBMISSIONS for s in SUBMISSIONS[a]} - set(SUBMISSIONS[assignment])
-    for student in others:
-        assert totals[assignment, student]["status"] == "not submitted"
-        assert totals[assignment, student]["score"] == ""
+    # a student of the class who submitted nothing for this assignment is exported as such, not dropped
+    assert totals[assignment, ABSENT]["status"] == "not submitted"
+    assert totals[assignment, ABSENT]["score"] == ""
 
 
 @pytest.mark.parametrize("assignment, student", [c for c in CASES if c[1] != "correct"])
 def test_each_submission_loses_exactly_the_points_of_its_mistake(graded, assignment, student):
-    totals, cells = graded
+    totals, cells = graded(assignment)
     scores = cells[assignment, student]
     expected_zero = SUBMISSIONS[assignment][student][1]
     got_zero = {name for name, (auto, mx) in scores.items() if name not in MANUAL and auto == 0}
