@@ -13,8 +13,9 @@ Modules (one concept each):
   :mod:`coursekit.distributed` (DDP set-up, ``SyncBatchNorm``) beside it.
 - :mod:`coursekit.norm`: batch, layer, instance, group and weight normalization in plain ops.
 - :mod:`coursekit.init`: fans, gains, Xavier/Glorot, He/Kaiming and LSUV initialization.
-- :mod:`coursekit.regularization`: dropout, noise, augmentations (mixup, cutmix, label
-  smoothing), ``EarlyStopping`` and Prechelt's stopping criteria.
+- :mod:`coursekit.regularization`: dropout, noise, augmentations (mixup, cutmix, cutout,
+  label smoothing), the L1 penalty and the max-norm constraint, ``EarlyStopping`` and
+  Prechelt's stopping criteria.
 - :mod:`coursekit.measure`: per-layer activation and gradient statistics, recorded by hooks.
 - :mod:`coursekit.smoothness`: Santurkar et al.'s measurements (noisy BN, internal covariate
   shift as a change of gradients, loss-landscape probes).

@@ -21,7 +21,8 @@ pytestmark = pytest.mark.slow
 def test_toc_lists_the_planned_chapters_in_order():
     assert toc_files() == ["book/intro", "book/scaling", "book/batchnorm", "book/normalization_family",
                            "book/initialization", "book/regularization", "book/early_stopping",
-                           "book/tuning", "book/why_batchnorm", "book/assignments", "book/bibliography"]
+                           "book/tuning", "book/why_batchnorm", "book/perform", "book/keras",
+                           "book/assignments", "book/bibliography"]
 
 
 def test_every_page_is_built(site):

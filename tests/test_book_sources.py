@@ -53,7 +53,7 @@ def calls(source: str, function: str) -> list[ast.Call]:
 # numbers come from the run
 
 
-@pytest.mark.parametrize("name", CHAPTERS + ["book/intro"])
+@pytest.mark.parametrize("name", CHAPTERS + ["book/intro", "book/perform", "book/keras"])
 def test_prose_types_no_number_that_the_run_computes(name):
     typed = prose_numbers.typed_numbers(ROOT / f"{name}.md")
     assert not typed, (f"{name} types {len(typed)} number(s) of three or more significant digits into its "

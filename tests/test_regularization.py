@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from coursekit.regularization import (Dropout, add_noise, cutmix, dropout, mixup, random_shift,
+from coursekit.regularization import (Dropout, add_noise, cutmix, cutout, dropout, mixup, random_shift,
                                       smooth_labels)
 
 
@@ -170,3 +170,135 @@ def test_random_shift_rolls_each_signal_within_the_limit(shape):
     assert len(seen) > 1
     with pytest.raises(ValueError, match=r"max_shift must be an integer in \[0, 40\).*got 40"):
         random_shift(x, 40)
+
+
+# --------------------------------------------------------------------------- cutout
+
+def patch_of(out: torch.Tensor) -> torch.Tensor:
+    """Which positions of each sample are zero, checked to be the same in every channel:
+    ``(N, H, W)`` for images, ``(N, L)`` for signals (inputs made without zeros)."""
+    hidden = out == 0
+    if out.dim() == 2:
+        return hidden
+    assert torch.equal(hidden, hidden[:, :1].expand_as(hidden)), "the patch differs between channels"
+    return hidden[:, 0]
+
+
+def covered(hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(first, last)`` covered index along the last dimension of ``(N, L)`` booleans (-1 if none)."""
+    L = hidden.shape[-1]
+    first = torch.where(hidden.any(-1), hidden.float().argmax(-1), -1)
+    last = torch.where(hidden.any(-1), L - 1 - hidden.flip(-1).float().argmax(-1), -1)
+    return first, last
+
+
+def centres(hidden: torch.Tensor, size: int) -> torch.Tensor:
+    """The centre of each sample's patch along the last dimension, from what it covers: the
+    patch starts at ``centre - size // 2`` and may be cut by one border (``size`` < length)."""
+    first, last = covered(hidden)
+    L = hidden.shape[-1]
+    cut_at_start = (first == 0) & (last < L - 1)
+    return torch.where(cut_at_start, last - (size - 1) + size // 2, first + size // 2)
+
+
+@pytest.mark.parametrize("size", [4, 5])
+def test_cutout_hides_a_square_of_size_squared_pixels_in_every_channel(size):
+    N, C, H, W = 400, 3, 16, 16
+    x = torch.rand(N, C, H, W, generator=gen(0)) + 0.5                 # no zeros
+    hidden = patch_of(cutout(x, size, generator=gen(1)))                # (N, H, W)
+    rows, cols = hidden.any(2), hidden.any(1)                           # (N, H), (N, W)
+    assert torch.equal(hidden, rows[:, :, None] & cols[:, None, :])     # a rectangle
+    n_rows, n_cols = rows.sum(1), cols.sum(1)
+    assert torch.equal(n_rows, covered(rows)[1] - covered(rows)[0] + 1)  # contiguous rows
+    assert bool((n_rows <= size).all() and (n_cols <= size).all())
+    interior = (n_rows == size) & (n_cols == size)
+    assert torch.equal(hidden[interior].sum((1, 2)), torch.full((int(interior.sum()),), size * size))
+    # a patch smaller than size x size is cut by the border it overlaps
+    for counts, lines, length in ((n_rows, rows, H), (n_cols, cols, W)):
+        cut = counts < size
+        first, last = covered(lines[cut])
+        assert bool(((first == 0) | (last == length - 1)).all())
+        assert cut.any()                                                # the square may lie partly outside
+    # the centre is uniform over the pixels, so the square lies inside for (H - size + 1)
+    # of the H rows a centre can take (and likewise for columns)
+    inside = ((H - size + 1) / H) ** 2
+    assert abs(interior.double().mean().item() - inside) < 5 * math.sqrt(inside * (1 - inside) / N)
+
+
+def test_cutout_centres_are_uniform_over_the_image():
+    N, H, W, size = 8000, 12, 10, 4
+    x = torch.rand(N, 1, H, W, generator=gen(3)) + 0.5
+    hidden = patch_of(cutout(x, size, generator=gen(4)))
+    for axis, length in ((2, H), (1, W)):
+        c = centres(hidden.any(axis), size)
+        counts = torch.bincount(c, minlength=length).double()
+        assert len(counts) == length                                    # every centre in 0..length-1
+        chi2 = ((counts - N / length) ** 2 / (N / length)).sum().item()
+        assert chi2 < length - 1 + 6 * math.sqrt(2 * (length - 1))     # mean + 6 sd of chi2(length - 1)
+
+
+def test_cutout_rectangle_larger_than_the_image_and_zero_size():
+    x = torch.rand(20, 2, 8, 8, generator=gen(0)) + 0.5
+    assert torch.equal(cutout(x, 16, generator=gen(1)), torch.zeros_like(x))   # covers all wherever its centre
+    rect = patch_of(cutout(x, (2, 3), generator=gen(2)))
+    assert bool((rect.any(2).sum(1) <= 2).all() and (rect.any(1).sum(1) <= 3).all())
+    assert (rect.sum((1, 2)) == 6).any()
+    for unchanged in (cutout(x, 0), cutout(x, (0, 5)), cutout(x, 3, p=0.0)):
+        assert torch.equal(unchanged, x) and unchanged is not x
+
+
+@pytest.mark.parametrize("shape", [(300, 40), (300, 3, 40)])
+def test_cutout_hides_one_segment_of_each_signal(shape):
+    size = 7
+    x = torch.rand(shape, generator=gen(0)) + 0.5
+    hidden = patch_of(cutout(x, size, generator=gen(1)))                # (N, L)
+    first, last = covered(hidden)
+    assert torch.equal(hidden.sum(1), last - first + 1)                 # one contiguous segment
+    whole = hidden.sum(1) == size
+    assert whole.any() and (~whole).any()
+    assert bool(((first[~whole] == 0) | (last[~whole] == shape[-1] - 1)).all())
+
+
+def test_cutout_is_reproducible_with_a_generator_and_leaves_its_input_alone():
+    x = torch.rand(10, 3, 9, 9, generator=gen(0)) + 0.5
+    before = x.clone()
+    a, b, c = (cutout(x, 3, generator=gen(s)) for s in (5, 5, 6))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert torch.equal(x, before)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_cutout_keeps_dtype_device_and_shape(dtype):
+    x = torch.ones(6, 2, 5, 5, dtype=dtype)
+    out = cutout(x, 3, generator=gen(0))
+    assert out.dtype == dtype and out.shape == x.shape and (out == 0).any()
+    assert cutout(torch.empty(0, 2, 5, 5, dtype=dtype), 3).shape == (0, 2, 5, 5)
+    meta = cutout(torch.empty(4, 2, 5, 5, device="meta", dtype=dtype), 3)   # a device other than the CPU
+    assert meta.device.type == "meta" and meta.dtype == dtype
+
+
+def test_cutout_probability_p_is_per_sample():
+    N, p = 4000, 0.3
+    x = torch.rand(N, 1, 6, 6, generator=gen(0)) + 0.5
+    hit = patch_of(cutout(x, 2, generator=gen(1), p=p)).any(2).any(1).double()
+    assert abs(hit.mean().item() - p) < 5 * math.sqrt(p * (1 - p) / N)
+
+
+@pytest.mark.parametrize("x, size, message", [
+    (torch.ones(4, 3, 8, 8), -1, r"size must be an integer >= 0, or a pair \(h, w\) of them for images, got -1"),
+    (torch.ones(4, 3, 8, 8), 2.5, "got 2.5"),
+    (torch.ones(4, 3, 8, 8), True, "got True"),
+    (torch.ones(4, 3, 8, 8), (3,), r"got \(3,\)"),
+    (torch.ones(4, 3, 8, 8), (3, -1), r"got \(3, -1\)"),
+    (torch.ones(4, 40), (3, 3), r"size must be an integer >= 0 \(a segment length, for signals\), got \(3, 3\)"),
+    (torch.ones(40), 3, r"images \(N, C, H, W\) or signals \(N, C, L\) or \(N, L\), got shape \(40,\)"),
+    (torch.ones(2, 3, 4, 5, 6), 3, r"got shape \(2, 3, 4, 5, 6\)"),
+])
+def test_cutout_errors_name_the_value(x, size, message):
+    with pytest.raises(ValueError, match=message):
+        cutout(x, size)
+
+
+def test_cutout_rejects_a_bad_probability():
+    with pytest.raises(ValueError, match=r"p must be a number in \[0, 1\], got 1.5"):
+        cutout(torch.ones(2, 10), 3, p=1.5)

@@ -1,13 +1,16 @@
-"""Data augmentation and soft targets, for 1D signals such as MNIST-1D.
+"""Data augmentation and soft targets, for 1D signals such as MNIST-1D (and images, for cutout).
 
 Each function takes a batch on any device and returns a new one; they plug into training
 as ``fit(..., augment=lambda x, y: mixup(x, y, 10))``. What they do to the *label* is the
-point: a shift keeps it (a shifted 3 is a 3), label smoothing softens it, mixup and cutmix
+point: a shift keeps it (a shifted 3 is a 3), so does cutout (a 3 with a patch hidden is
+still a 3), label smoothing softens it, mixup and cutmix
 blend two examples and their labels in the same proportions (Zhang et al. 2018; Yun et
 al. 2019). An augmentation that can change the class (rotating a 6 into a 9) must not be
 used with the old label.
 """
 from __future__ import annotations
+
+import numbers
 
 import numpy as np
 import torch
@@ -16,7 +19,7 @@ import torch.nn.functional as F
 from coursekit.regularization.stochastic import draw
 from coursekit.validate import positive_int, positive_number, probability
 
-__all__ = ["random_shift", "smooth_labels", "mixup", "cutmix"]
+__all__ = ["random_shift", "cutout", "smooth_labels", "mixup", "cutmix"]
 
 
 def _check_targets(y: torch.Tensor, num_classes: int) -> None:
@@ -155,3 +158,87 @@ def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator | N
     if x.dim() == 3:
         index = index.unsqueeze(1).expand(-1, x.shape[1], -1)          # (N, C, L)
     return x.gather(-1, index)
+
+
+def cutout(x: torch.Tensor, size: int | tuple[int, int], generator: torch.Generator | None = None, *,
+           p: float = 1.0) -> torch.Tensor:
+    r"""Cutout (DeVries & Taylor 2017): hide a square patch of each image (a segment of each signal).
+
+    For each sample a centre :math:`(c_h, c_w)` is drawn uniformly over the pixels, independently
+    of the other samples, and the ``size`` :math:`\times` ``size`` square of rows
+    :math:`c_h - \lfloor h/2 \rfloor, \dots, c_h - \lfloor h/2 \rfloor + h - 1` (columns likewise)
+    is set to zero in every channel. The part of the square that falls outside the image is
+    dropped, as in the paper: a square near the border hides less than :math:`h w` pixels, and
+    the image's corners are hidden less often than its middle. (The paper prefers this to
+    keeping the square inside, because some training images then keep most of themselves
+    visible; applying cutout with a probability, ``p`` here, is the alternative it names.) For signals the patch is a
+    segment of ``size`` steps of the last dimension. Zero is the data's mean when the inputs
+    are standardized (the paper applies cutout after normalizing), so the patch carries no
+    information. The label is kept: use it as ``fit(..., augment=lambda x, y: (cutout(x, 4), y))``.
+
+    Peers differ in details. The paper's reference code hides rows
+    :math:`[c_h - \lfloor s/2 \rfloor, c_h + \lfloor s/2 \rfloor)`: the same square for an even
+    ``size`` :math:`s`, one row and column fewer for an odd one (here the patch is always
+    ``size`` wide). torchvision's ``RandomErasing`` (random erasing, Zhong et al. 2020) draws
+    the rectangle's area and aspect ratio, keeps it inside the image, applies it with
+    probability 0.5 and, on a batch, erases the same rectangle in every image. ffcv's
+    ``Cutout`` keeps the square inside the image; Composer's ``CutOut`` cuts the same square
+    from every image of a batch. Here each sample has its own.
+
+    Args:
+        x: images :math:`(N, C, H, W)`, or signals :math:`(N, C, L)` or :math:`(N, L)`. A 3-D
+            tensor is read as signals: give one-channel images as :math:`(N, 1, H, W)`.
+        size: the side of the square in pixels, or a pair ``(h, w)`` for a rectangle (images
+            only); for signals the length of the segment. ``0`` changes nothing; a patch
+            larger than the image hides all of the image it covers.
+        generator: the random number generator. Default: torch's global one.
+        p: the probability that a sample gets a patch, drawn per sample. Default: 1 (every
+            sample, as in the paper).
+
+    Returns:
+        a new tensor with ``x``'s shape, dtype and device; ``x`` itself is left unchanged.
+
+    Raises:
+        ValueError: ``x`` has not 2, 3 or 4 dimensions; ``size`` is negative, not an integer,
+            or a pair for signals; ``p`` is outside :math:`[0, 1]`.
+    """
+    if x.dim() not in (2, 3, 4):
+        raise ValueError(f"cutout expects images (N, C, H, W) or signals (N, C, L) or (N, L), "
+                         f"got shape {tuple(x.shape)}")
+    extent = tuple(x.shape[2:]) if x.dim() == 4 else (x.shape[-1],)   # (H, W) or (L,)
+    sides = _patch_sides(size, len(extent))
+    probability(p, "p")
+    n = len(x)
+    if n == 0 or 0 in sides or 0 in extent or p == 0:
+        return x.clone()
+    hidden = _inside_patch(sides[0], extent[0], x, generator)        # (N, H) or (N, L)
+    if len(extent) == 2:
+        columns = _inside_patch(sides[1], extent[1], x, generator)  # (N, W)
+        hidden = hidden[:, :, None] & columns[:, None, :]           # (N, H, W)
+    if p < 1:
+        chosen = draw(lambda device: torch.rand(n, generator=generator, device=device), x, generator) < p
+        hidden = hidden & chosen.view(n, *[1] * (hidden.dim() - 1))
+    if x.dim() > 2:
+        hidden = hidden.unsqueeze(1)                                # the same patch in every channel
+    return x.masked_fill(hidden, 0)
+
+
+def _patch_sides(size, dims: int) -> tuple[int, ...]:
+    """``size`` as one non-negative integer per spatial dimension, or ``ValueError``."""
+    sides = tuple(size) if isinstance(size, (tuple, list)) else (size,) * dims
+    if len(sides) != dims or not all(isinstance(s, numbers.Integral) and not isinstance(s, bool) and s >= 0
+                                     for s in sides):
+        what = "an integer >= 0, or a pair (h, w) of them for images" if dims == 2 else \
+            "an integer >= 0 (a segment length, for signals)"
+        raise ValueError(f"size must be {what}, got {size!r}")
+    return tuple(int(s) for s in sides)
+
+
+def _inside_patch(side: int, length: int, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """``(N, length)`` booleans: which positions of one axis each sample's patch covers, around
+    a centre drawn uniformly from ``0, ..., length - 1``."""
+    centre = draw(lambda device: torch.randint(0, length, (len(x), 1), generator=generator, device=device),
+                  x, generator)                                     # (N, 1)
+    start = centre - side // 2
+    position = torch.arange(length, device=x.device)                # (length,)
+    return (position >= start) & (position < start + side)
