@@ -60,6 +60,18 @@ def graded_cells(assignment: str) -> list[tuple[str, str, float]]:
     return out
 
 
+def failure_messages(answer, checks) -> list[str]:
+    """The message of each check in ``checks`` that ``answer`` fails (``CheckFailure``), in order."""
+    from coursekit.grading import CheckFailure
+    messages = []
+    for check in checks:
+        try:
+            check(answer)
+        except CheckFailure as failure:
+            messages.append(str(failure))
+    return messages
+
+
 def cell_index(nb: dict, grade_id: str) -> int:
     """The position of the cell with nbgrader's ``grade_id`` in a notebook."""
     return next(i for i, c in enumerate(nb["cells"]) if c["metadata"].get("nbgrader", {}).get("grade_id") == grade_id)

@@ -12,7 +12,7 @@ import pytest
 from coursekit import course, regularization
 from coursekit.grading import CheckFailure
 from coursekit.grading import early_stopping as checks
-from conftest import ROOT, notebook_cells, solution_cells, student_classes, with_mistake
+from conftest import ROOT, failure_messages, notebook_cells, solution_cells, student_classes, with_mistake
 
 SOLUTION = ROOT / "solutions" / "early_stopping" / "early_stopping.ipynb"
 CHECKS = [checks.check_patience, checks.check_min_delta, checks.check_mode_max, checks.check_best,
@@ -201,12 +201,7 @@ def test_every_known_mistake_is_named_by_a_visible_check(mistake):
     """Nothing is left for the hidden tests to find first: each mistake fails a visible check,
     whose message explains it (in the words of the mode of that sequence)."""
     cls = simulated(mistake)
-    messages = []
-    for check in VISIBLE_RULE_CHECKS:
-        try:
-            check(cls)
-        except CheckFailure as failure:
-            messages.append(str(failure))
+    messages = failure_messages(cls, VISIBLE_RULE_CHECKS)
     explanations = {checks._explain(mistake, mode) for mode in ("min", "max")}
     assert any(e in m for e in explanations for m in messages), messages
     with pytest.raises(CheckFailure):

@@ -13,7 +13,7 @@ import torch
 from coursekit import course, tuning
 from coursekit.grading import CheckFailure
 from coursekit.grading import tuning as checks
-from conftest import ROOT, graded_cells, notebook_cells, run_cell, solution_cells, student_classes, with_mistake
+from conftest import ROOT, failure_messages, graded_cells, notebook_cells, run_cell, solution_cells, student_classes, with_mistake
 
 GP_CHECKS = [checks.check_gp_posterior, checks.check_gp_noise, checks.check_gp_lengthscale,
              checks.check_gp_nonnegative, checks.check_gp_near_singular]
@@ -260,25 +260,15 @@ def simulated_ei(mistake):
     return expected_improvement
 
 
-def _messages(fn, group) -> list[str]:
-    messages = []
-    for check in group:
-        try:
-            check(fn)
-        except CheckFailure as failure:
-            messages.append(str(failure))
-    return messages
-
-
 @pytest.mark.parametrize("mistake", checks.MISTAKES)
 def test_every_known_posterior_mistake_is_named_by_a_visible_check(mistake):
-    messages = _messages(simulated_gp(mistake), GP_CHECKS)
+    messages = failure_messages(simulated_gp(mistake), GP_CHECKS)
     assert any(f"Likely mistake: {checks.MISTAKES[mistake]}" in m for m in messages), messages
 
 
 @pytest.mark.parametrize("mistake", checks.EI_MISTAKES)
 def test_every_known_ei_mistake_is_named_by_a_visible_check(mistake):
-    messages = _messages(simulated_ei(mistake), EI_CHECKS)
+    messages = failure_messages(simulated_ei(mistake), EI_CHECKS)
     assert any(f"Likely mistake: {checks.EI_MISTAKES[mistake]}" in m for m in messages), messages
 
 
