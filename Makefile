@@ -36,7 +36,10 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	@touch $@
 
+# tools/execute_chapters.py runs the chapters in parallel (one per core) into the execution
+# cache; jupyter-book then renders them from it, running only a chapter that failed there
 book: $(STAMP)
+	COURSEKIT_PROGRESS=0 $(PY) tools/execute_chapters.py
 	COURSEKIT_PROGRESS=0 $(VENV)/bin/jupyter-book build . --warningiserror --keep-going
 	@$(PY) tools/chapter_times.py
 

@@ -13,6 +13,8 @@ Example::
     >>> data.X_train.shape, data.num_classes
     (torch.Size([106, 13]), 3)
     >>> mnist = load_mnist1d()          # 4000 train+val / 1000 test signals of length 40
+    >>> load_digit_images().X_train.shape     # scikit-learn's digits as 8x8 images
+    torch.Size([1078, 1, 8, 8])
 """
 from __future__ import annotations
 
@@ -27,7 +29,8 @@ import torch
 
 from coursekit.validate import non_negative_int, positive_int
 
-__all__ = ["Splits", "SKLEARN_DATASETS", "load_sklearn", "load_mnist1d", "cache_dir", "class_subset"]
+__all__ = ["Splits", "SKLEARN_DATASETS", "load_sklearn", "load_digit_images", "load_mnist1d", "cache_dir",
+           "class_subset"]
 
 SKLEARN_DATASETS = ("iris", "wine", "digits", "breast_cancer")
 
@@ -115,6 +118,40 @@ def load_sklearn(name: str, *, val_fraction: float = 0.2, test_fraction: float =
     return Splits(name, *tensors(parts["train"]), *tensors(parts["val"]), *tensors(parts["test"]),
                   feature_names=tuple(str(f) for f in feature_names),
                   target_names=tuple(str(t) for t in bunch.target_names))
+
+
+DIGIT_PIXEL_MAX = 16.0   # scikit-learn's digits: each pixel counts the ink in a 4x4 block, 0 to 16
+
+
+def load_digit_images(*, val_fraction: float = 0.2, test_fraction: float = 0.2, seed: int = 0,
+                      dtype: torch.dtype = torch.float32) -> Splits:
+    """scikit-learn's handwritten digits (1797 images of 8x8 pixels, 10 classes) as images
+    for a 2-D CNN: ``X`` of shape ``(N, 1, 8, 8)``, pixels divided by 16 into ``[0, 1]``.
+
+    The same seeded, stratified split as ``load_sklearn("digits", ...)`` with the same
+    arguments (the same examples in the same order); only the shape and the pixel range differ.
+    Dividing by the pixels' fixed maximum is not fitted on any split, so no information
+    leaks from the validation or test images.
+
+    Args:
+        val_fraction: fraction of all images put in the validation split. Default: 0.2.
+        test_fraction: fraction of all images put in the test split. Default: 0.2.
+        seed: seed of the shuffle; the same seed gives the same split. Default: 0.
+        dtype: floating dtype of the pixels. Default: ``torch.float32``.
+
+    Shape:
+        ``X_*``: :math:`(N, 1, 8, 8)` (one channel), ``y_*``: :math:`(N,)`.
+    """
+    flat = load_sklearn("digits", val_fraction=val_fraction, test_fraction=test_fraction,
+                        seed=seed, stratify=True, dtype=dtype)
+
+    def images(X: torch.Tensor) -> torch.Tensor:
+        return (X / DIGIT_PIXEL_MAX).reshape(-1, 1, 8, 8)        # (N, 64) -> (N, C=1, H=8, W=8)
+
+    return Splits("digits", images(flat.X_train), flat.y_train, images(flat.X_val), flat.y_val,
+                  images(flat.X_test), flat.y_test,
+                  feature_names=tuple(f"pixel ({r}, {c})" for r in range(8) for c in range(8)),
+                  target_names=flat.target_names)
 
 
 def cache_dir() -> Path:

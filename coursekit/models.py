@@ -7,6 +7,12 @@ builds all of them, so a chapter states its architecture in one line::
     >>> model = mlp([40, 100, 100, 100], 10, norm=nn.BatchNorm1d)     # batch norm chapter
     >>> model = mlp([40, 256, 256], 10, dropout=0.5)                  # dropout
 
+:func:`cnn` builds the small 2-D convolutional networks of the chapters that train on
+scikit-learn's 8x8 digits (:func:`coursekit.data.load_digit_images`)::
+
+    >>> model = cnn([16, 32], 10, norm=nn.BatchNorm2d)                  # BN per channel
+    >>> model = cnn([16, 32], 10, norm=lambda c: nn.GroupNorm(4, c))    # GN, 4 groups
+
 and :func:`init_linear_` re-initializes the linear layers of a built model::
 
     >>> init_linear_(mlp([40, 64, 64], 10, act=nn.Tanh), nn.init.xavier_normal_)
@@ -25,7 +31,7 @@ from torch import nn
 from coursekit.regularization.stochastic import Dropout
 from coursekit.validate import positive_int, probability
 
-__all__ = ["mlp", "init_linear_"]
+__all__ = ["mlp", "cnn", "init_linear_"]
 
 
 def _callable_or_none(value, name: str, what: str):
@@ -131,6 +137,68 @@ def mlp(sizes: Sequence[int], classes: int, *, norm: Callable[[int], nn.Module] 
     if init is not None and init_output:
         _init_layer_(output, init)
     return nn.Sequential(*layers, output)
+
+
+def cnn(channels: Sequence[int], classes: int, *, in_channels: int = 1,
+        norm: Callable[[int], nn.Module] | None = None,
+        act: Callable[[], nn.Module] | None = nn.ReLU) -> nn.Sequential:
+    r"""A small 2-D convolutional network: blocks ``Conv2d(3x3) -> [norm] -> [act]``, each
+    block after the first halving the height and width (stride 2), then global average
+    pooling and a ``Linear`` layer to ``classes`` logits.
+
+    The layers, in the order of ``nn.Sequential`` (brackets: only when asked for)::
+
+        Conv2d(in_channels, channels[0], 3, padding=1)            [norm(channels[0])] [act()]
+        Conv2d(channels[0], channels[1], 3, stride=2, padding=1)  [norm(channels[1])] [act()]
+        ...
+        AdaptiveAvgPool2d(1)  Flatten()  Linear(channels[-1], classes)
+
+    On an 8x8 image, ``channels=[16, 32]`` gives feature maps of 16x8x8, then 32x4x4. As in
+    :func:`mlp`, a convolution followed by a normalization layer has no bias. ``norm`` is
+    called with the number of channels: ``nn.BatchNorm2d`` normalizes each channel over
+    :math:`(N, H, W)`, ``lambda c: nn.GroupNorm(4, c)`` each example's groups over
+    :math:`(C/G, H, W)`.
+
+    Args:
+        channels: the number of channels of each convolution, e.g. ``[16, 32]``.
+        classes: the number of outputs (logits).
+        in_channels: the channels of the input image. Default: 1 (grey levels).
+        norm: a layer factory called as ``norm(channels)``, placed after every convolution.
+            Default: ``None``, no normalization.
+        act: the activation class, instantiated once per block, or ``None``. Default: ``nn.ReLU``.
+
+    Returns:
+        The ``nn.Sequential`` of the layers above, on the CPU (``.to(device)`` moves it).
+
+    Shape:
+        - Input: :math:`(N, \text{in\_channels}, H, W)`.
+        - Output: :math:`(N, \text{classes})`.
+
+    Raises:
+        ValueError: an empty ``channels``, a channel count, ``classes`` or ``in_channels`` that
+            is not a positive integer.
+        TypeError: ``norm`` or ``act`` is not callable.
+    """
+    if isinstance(channels, (str, bytes)) or not isinstance(channels, Sequence) or len(channels) == 0:
+        raise ValueError(f"channels must list the channels of each convolution, e.g. [16, 32], "
+                         f"got {channels!r}")
+    for i, c in enumerate(channels):
+        positive_int(c, f"channels[{i}]")
+    positive_int(classes, "classes")
+    positive_int(in_channels, "in_channels")
+    _callable_or_none(norm, "norm", "a layer factory such as nn.BatchNorm2d")
+    _callable_or_none(act, "act", "an activation class such as nn.ReLU")
+
+    layers: list[nn.Module] = []
+    for i, (c_in, c_out) in enumerate(zip([in_channels, *channels[:-1]], channels)):
+        layers.append(nn.Conv2d(c_in, c_out, 3, stride=1 if i == 0 else 2, padding=1,
+                                bias=norm is None))
+        if norm is not None:
+            layers.append(norm(c_out))
+        if act is not None:
+            layers.append(act())
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(),   # (N, C, H, W) -> (N, C)
+                         nn.Linear(channels[-1], classes))
 
 
 def init_linear_(model: nn.Module, init: Callable[[torch.Tensor], object]) -> nn.Module:

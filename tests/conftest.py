@@ -199,7 +199,8 @@ def _start_book_build(folder: Path) -> None:
     text = config.read_text()
     assert '  url: ""' in text, "_config.yml no longer has an empty repository url: update this fixture"
     config.write_text(text.replace('  url: ""', f"  url: {EXAMPLE_REPOSITORY}", 1))
-    script = ('jupyter-book build . --warningiserror > build.log 2>&1; '
+    script = ('python tools/execute_chapters.py > build.log 2>&1; '
+              'jupyter-book build . --warningiserror >> build.log 2>&1; '
               'echo $? > ../returncode.tmp && mv ../returncode.tmp ../returncode')
     env = {k: v for k, v in tool_env(COURSEKIT_PROGRESS="0").items()
            if k not in _SET_BY_US and k != "COURSEKIT_SCALE"}     # the chapters' runs, as in the book

@@ -177,7 +177,10 @@ def test_internal_links_and_anchors_resolve(site):
 def test_build_reports_execution_times_and_rebuild_uses_the_cache(site):
     src = site.parent.parent
     first = (src / "_build" / "build.log").read_text()
-    assert "Executing notebook" in first          # the marker below means something
+    # tools/execute_chapters.py ran every chapter, and the build rendered each from the cache
+    assert f"executing {len(CHAPTERS)} of {len(CHAPTERS)} chapters in parallel" in first, first[-3000:]
+    for name in CHAPTERS:
+        assert f"{name}.md: Using cached notebook" in first, f"the build executed {name} again"
     report = subprocess.run([str(VENV_BIN / "python"), "tools/chapter_times.py"],
                             cwd=src, capture_output=True, text=True, check=True).stdout
     for name in CHAPTERS:
@@ -186,9 +189,13 @@ def test_build_reports_execution_times_and_rebuild_uses_the_cache(site):
     # a change to a chapter's prose re-renders it from the execution cache: nothing is executed
     chapter = src / "book" / "scaling.md"
     chapter.write_text(chapter.read_text() + "\nThis sentence was added by the cache test.\n")
+    again = subprocess.run([str(VENV_BIN / "python"), "tools/execute_chapters.py"], cwd=src,
+                           env=tool_env(COURSEKIT_PROGRESS="0"), capture_output=True, text=True, timeout=600)
+    assert f"executing 0 of {len(CHAPTERS)} chapters" in again.stdout, again.stdout + again.stderr[-3000:]
     result = subprocess.run(["jupyter-book", "build", ".", "--warningiserror"], cwd=src,
                             env=tool_env(COURSEKIT_PROGRESS="0"), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:]
+    assert "book/scaling.md: Using cached notebook" in result.stdout, result.stdout[-3000:]
     assert "Executing notebook" not in result.stdout, "the rebuild executed a notebook instead of using the cache"
     assert "added by the cache test" in (site / "book" / "scaling.html").read_text()
     notebook = json.loads((site / "_sources" / "book" / "scaling.ipynb").read_text())

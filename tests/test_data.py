@@ -97,3 +97,22 @@ def test_mnist1d_corrupt_cache_is_regenerated(tmp_path):
 def test_mnist1d_rejects_unknown_argument(tmp_path):
     with pytest.raises(TypeError, match=r"unknown MNIST-1D argument\(s\) \['num_sample'\]"):
         data.load_mnist1d(cache=tmp_path, num_sample=10)
+
+
+def test_digit_images_are_the_flat_digits_reshaped_and_scaled():
+    from sklearn.datasets import load_digits
+    images = data.load_digit_images(seed=4)
+    flat = data.load_sklearn("digits", seed=4)
+    assert images.X_train.shape == (len(flat.y_train), 1, 8, 8) and images.X_train.dtype == torch.float32
+    torch.testing.assert_close(images.X_val.reshape(len(flat.y_val), 64) * 16, flat.X_val)
+    assert torch.equal(images.y_test, flat.y_test) and images.num_classes == 10
+    # pixel (r, c) of the image is the sklearn image's pixel (r, c), in [0, 1]
+    raw = load_digits()
+    row = int(np.flatnonzero((raw.data == flat.X_train[0].numpy()).all(axis=1))[0])
+    torch.testing.assert_close(images.X_train[0, 0], torch.as_tensor(raw.images[row] / 16, dtype=torch.float32))
+    allx = torch.cat([images.X_train, images.X_val, images.X_test])
+    assert allx.min() == 0 and allx.max() == 1 and len(allx) == len(raw.target)
+    wide = data.load_digit_images(val_fraction=0.5, test_fraction=0.0, dtype=torch.float64)
+    assert wide.X_train.dtype == torch.float64 and len(wide.y_test) == 0
+    with pytest.raises(ValueError, match="val_fraction must be in"):
+        data.load_digit_images(val_fraction=1.5)

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from coursekit.data import class_subset
-from coursekit.models import init_linear_, mlp
+from coursekit.models import cnn, init_linear_, mlp
 from coursekit.regularization import Dropout
 
 
@@ -207,3 +207,52 @@ def test_class_subset_errors():
         class_subset(X, y[:3], 0)
     with pytest.raises(ValueError, match=r"no label is in \[5, 10\): the labels run from 0 to 3"):
         class_subset(X, y, 5)
+
+
+# --- cnn ------------------------------------------------------------------------------------
+
+def test_cnn_layers_shapes_and_strides():
+    model = cnn([16, 32], 10)
+    assert layout(model) == ["Conv2d", "ReLU", "Conv2d", "ReLU", "AdaptiveAvgPool2d", "Flatten", "Linear"]
+    convs = [m for m in model if isinstance(m, nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels, c.stride) for c in convs] == [(1, 16, (1, 1)), (16, 32, (2, 2))]
+    assert all(c.bias is not None for c in convs)
+    x = torch.randn(5, 1, 8, 8)
+    assert model[:2](x).shape == (5, 16, 8, 8) and model[:4](x).shape == (5, 32, 4, 4)
+    assert model(x).shape == (5, 10)
+
+
+def test_cnn_norm_per_channel_and_no_bias_before_it():
+    model = cnn([8, 8, 12], 3, in_channels=3, norm=nn.BatchNorm2d)
+    assert layout(model)[:3] == ["Conv2d", "BatchNorm2d", "ReLU"]
+    norms = [m for m in model if isinstance(m, nn.BatchNorm2d)]
+    assert [n.num_features for n in norms] == [8, 8, 12]
+    assert all(c.bias is None for c in model if isinstance(c, nn.Conv2d))
+    gn = cnn([8, 16], 3, norm=lambda c: nn.GroupNorm(4, c), act=None)
+    assert [m.num_groups for m in gn if isinstance(m, nn.GroupNorm)] == [4, 4]
+    assert "ReLU" not in layout(gn)
+    # batch norm in training mode: each channel of the first block's output has mean 0 over (N, H, W)
+    out = model[:2](torch.randn(6, 3, 8, 8) * 5 + 2)
+    torch.testing.assert_close(out.mean(dim=(0, 2, 3)), torch.zeros(8), atol=1e-5, rtol=0)
+
+
+def test_cnn_seeded_build_is_reproducible():
+    torch.manual_seed(3)
+    a = cnn([4, 8], 2, norm=nn.BatchNorm2d)
+    torch.manual_seed(3)
+    b = cnn([4, 8], 2, norm=nn.BatchNorm2d)
+    assert same_parameters(a, b)
+
+
+@pytest.mark.parametrize("args, kwargs, error, pattern", [
+    (([], 10), {}, ValueError, r"channels must list .* got \[\]"),
+    (("16", 10), {}, ValueError, r"channels must list"),
+    (([16, 0], 10), {}, ValueError, r"channels\[1\]"),
+    (([16], 0), {}, ValueError, r"classes"),
+    (([16], 10), {"in_channels": -1}, ValueError, r"in_channels"),
+    (([16], 10), {"norm": 3}, TypeError, r"norm must be a layer factory such as nn.BatchNorm2d.* got 3"),
+    (([16], 10), {"act": "relu"}, TypeError, r"act must be"),
+])
+def test_cnn_errors_name_the_value(args, kwargs, error, pattern):
+    with pytest.raises(error, match=pattern):
+        cnn(*args, **kwargs)

@@ -168,18 +168,15 @@ def cutout(x: torch.Tensor, size: int | tuple[int, int], generator: torch.Genera
     of the other samples, and the ``size`` :math:`\times` ``size`` square of rows
     :math:`c_h - \lfloor h/2 \rfloor, \dots, c_h - \lfloor h/2 \rfloor + h - 1` (columns likewise)
     is set to zero in every channel. The part of the square that falls outside the image is
-    dropped, as in the paper: a square near the border hides less than :math:`h w` pixels, and
-    the image's corners are hidden less often than its middle. (The paper prefers this to
-    keeping the square inside, because some training images then keep most of themselves
-    visible; applying cutout with a probability, ``p`` here, is the alternative it names.) For signals the patch is a
+    dropped, as the paper's reference code does (``np.clip`` of the square's corners at the
+    image's border, in ``util/cutout.py`` of uoguelph-mlrg/Cutout): a square near the border
+    hides less than :math:`h w` pixels, and the image's corners are hidden less often than its
+    middle. Applying cutout to only some samples is ``p``. For signals the patch is a
     segment of ``size`` steps of the last dimension. Zero is the data's mean when the inputs
-    are standardized (the paper applies cutout after normalizing), so the patch carries no
+    are standardized (the reference code applies cutout after normalizing), so the patch carries no
     information. The label is kept: use it as ``fit(..., augment=lambda x, y: (cutout(x, 4), y))``.
 
-    Peers differ in details. The paper's reference code hides rows
-    :math:`[c_h - \lfloor s/2 \rfloor, c_h + \lfloor s/2 \rfloor)`: the same square for an even
-    ``size`` :math:`s`, one row and column fewer for an odd one (here the patch is always
-    ``size`` wide). torchvision's ``RandomErasing`` (random erasing, Zhong et al. 2020) draws
+    Peers differ in details. torchvision's ``RandomErasing`` (random erasing, Zhong et al. 2020) draws
     the rectangle's area and aspect ratio, keeps it inside the image, applies it with
     probability 0.5 and, on a batch, erases the same rectangle in every image. ffcv's
     ``Cutout`` keeps the square inside the image; Composer's ``CutOut`` cuts the same square
