@@ -214,32 +214,29 @@ SUBMISSIONS["smoothness"] = {
         ("landscape_probe", "model.load_state_dict(state)", "model.load_state_dict(state)\n    model.train()"),
     ], {"check_probe", "hidden_probe"}),
 }
+# Each student makes one mistake in gp_posterior and one in expected_improvement: the two are
+# graded by separate cells (every mistake alone: tests/test_grading_tuning.py).
 SUBMISSIONS["tuning"] = {
     "correct": ([], set()),
-    "noise_missing_from_the_diagonal": ([
+    "noise_missing_from_the_diagonal_and_ei_for_maximization": ([
         ("gp_posterior", "K = k(X, X) + noise * torch.eye(len(X), dtype=X.dtype)", "K = k(X, X)"),
-    ], {"check_gp_noise", "check_gp_near_singular", "hidden_gp_posterior"}),
-    "lengthscale_squared_twice": ([
+        ("expected_improvement", "improvement = best - mean - xi", "improvement = mean - best - xi"),
+    ], {"check_gp_noise", "check_gp_near_singular", "hidden_gp_posterior",
+        "check_ei_minimization", "check_ei_zero_std", "check_ei_xi", "hidden_ei"}),
+    "lengthscale_squared_twice_and_ei_nan_at_zero_std": ([
         ("gp_posterior", "lengthscale ** 2))", "lengthscale ** 4))"),
-    ], {"check_gp_lengthscale", "hidden_gp_posterior"}),
-    "variance_not_clamped": ([
+        ("expected_improvement", "safe_std = torch.where(known, torch.ones_like(std), std)", "safe_std = std"),
+        ("expected_improvement", "return torch.where(known, improvement.clamp(min=0), ei)", "return ei"),
+    ], {"check_gp_lengthscale", "hidden_gp_posterior", "check_ei_zero_std", "hidden_ei"}),
+    "variance_not_clamped_and_xi_ignored": ([
         ("gp_posterior", "var = (variance - (v ** 2).sum(0)).clamp(min=0)", "var = variance - (v ** 2).sum(0)"),
-    ], {"check_gp_nonnegative"}),
+        ("expected_improvement", "improvement = best - mean - xi", "improvement = best - mean"),
+    ], {"check_gp_nonnegative", "check_ei_xi", "hidden_ei"}),
     "explicit_inverse": ([
         ("gp_posterior", "alpha = torch.cholesky_solve(y[:, None], L)[:, 0]", "K_inv = torch.linalg.inv(K)\n    alpha = K_inv @ y"),
         ("gp_posterior", "var = (variance - (v ** 2).sum(0)).clamp(min=0)",
          "var = (variance - (K_star * (K_inv @ K_star)).sum(0)).clamp(min=0)"),
     ], {"check_gp_near_singular"}),
-    "ei_for_maximization": ([
-        ("expected_improvement", "improvement = best - mean - xi", "improvement = mean - best - xi"),
-    ], {"check_ei_minimization", "check_ei_zero_std", "check_ei_xi", "hidden_ei"}),
-    "ei_nan_at_zero_std": ([
-        ("expected_improvement", "safe_std = torch.where(known, torch.ones_like(std), std)", "safe_std = std"),
-        ("expected_improvement", "return torch.where(known, improvement.clamp(min=0), ei)", "return ei"),
-    ], {"check_ei_zero_std", "hidden_ei"}),
-    "xi_ignored": ([
-        ("expected_improvement", "improvement = best - mean - xi", "improvement = best - mean"),
-    ], {"check_ei_xi", "hidden_ei"}),
 }
 MANUAL = {"answer"}  # grade cells graded by hand
 AUTOGRADED_MAX = {a: registry.assignment(a).autograded for a in SUBMISSIONS}
