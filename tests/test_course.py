@@ -173,3 +173,14 @@ def test_an_unknown_name_lists_what_exists():
         course.chapter("book/nope")
     with pytest.raises(KeyError, match=r"no assignment 'drop'; the assignments are \['scaling'"):
         course.assignment("drop")
+
+
+def test_the_parallel_execution_runs_exactly_the_registry_s_chapters():
+    """tools/execute_chapters.py (`make book`'s first step) finds the pages to execute as
+    myst-nb does; they are the registry's chapters, in its order, and nothing else."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    import execute_chapters
+    assert [str(p.relative_to(ROOT).with_suffix("")) for p in execute_chapters.chapters()] == \
+        [c.doc for c in course.CHAPTERS]
+    assert execute_chapters.execution_timeout() == yaml.safe_load((ROOT / "_config.yml").read_text())[
+        "execute"]["timeout"]
