@@ -156,6 +156,12 @@ CHAPTERS: tuple[Chapter, ...] = (
                    "check_kaiming_uniform": 4, "check_kaiming_normal": 2,
                    "hidden_initializers": 2, "check_layer_stds": 3, "hidden_layer_stds": 1})),
     Chapter(
+        "transfer",
+        "transfer learning: a pre-trained body and a new head, freezing then fine-tuning with "
+        "a smaller learning rate, against training from scratch on little data",
+        ("coursekit.train", "coursekit.models"),
+        None),
+    Chapter(
         "regularization",
         "dropout, weight decay, data augmentation, noise, label smoothing, mixup and cutmix",
         ("coursekit.regularization",),

@@ -81,7 +81,8 @@ def test_prose_numbers_finds_typed_results_and_leaves_the_rest(tmp_path):
                        "It lost 11 points, from 0.598 to {glue:text}`acc:.3f`, as `lr=0.125` and\n"
                        "{cite:t}`ioffe2015batch` (2015) found; batch size 256 and $\\kappa \\approx 136.2$.\n"
                        "See [the figure](images/fig-0.375.png).\n\n"
-                       "```{code-cell} ipython3\nfit(batch_size=256)\n```\n\n"
+                       "Both run 1024 steps.\n\n"
+                       "```{code-cell} ipython3\nfit(batch_size=256)\nrun(steps=1024,\n    lr=1)\n```\n\n"
                        ":::{note}\nA note with 1.38 in it.\n:::\n% a comment with 4.567\n")
     found = [t.number for t in prose_numbers.typed_numbers(chapter)]
     assert found == ["0.598", "136.2", "1.38"]
