@@ -40,6 +40,14 @@ def _callable_or_none(value, name: str, what: str):
     return value
 
 
+def _sizes(values, name: str, what: str) -> None:
+    """``values`` is a non-empty sequence of positive integers; else a ValueError naming it."""
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or len(values) == 0:
+        raise ValueError(f"{name} must list {what}, got {values!r}")
+    for i, value in enumerate(values):
+        positive_int(value, f"{name}[{i}]")
+
+
 def _init_layer_(layer: nn.Module, init: Callable[[torch.Tensor], object]) -> None:
     """``init(layer.weight)`` in place, and the bias, if the layer has one, set to 0."""
     init(layer.weight)
@@ -102,11 +110,7 @@ def mlp(sizes: Sequence[int], classes: int, *, norm: Callable[[int], nn.Module] 
             integer, a dropout probability outside :math:`[0, 1]`.
         TypeError: ``norm``, ``act``, ``linear`` or ``init`` is not callable.
     """
-    if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Sequence) or len(sizes) == 0:
-        raise ValueError(f"sizes must list the number of inputs and the width of each hidden layer, "
-                         f"e.g. [40, 128, 128], got {sizes!r}")
-    for i, size in enumerate(sizes):
-        positive_int(size, f"sizes[{i}]")
+    _sizes(sizes, "sizes", "the number of inputs and the width of each hidden layer, e.g. [40, 128, 128]")
     positive_int(classes, "classes")
     for p, name in ((dropout, "dropout"), (input_dropout, "input_dropout")):
         if p is not None:
@@ -179,11 +183,7 @@ def cnn(channels: Sequence[int], classes: int, *, in_channels: int = 1,
             is not a positive integer.
         TypeError: ``norm`` or ``act`` is not callable.
     """
-    if isinstance(channels, (str, bytes)) or not isinstance(channels, Sequence) or len(channels) == 0:
-        raise ValueError(f"channels must list the channels of each convolution, e.g. [16, 32], "
-                         f"got {channels!r}")
-    for i, c in enumerate(channels):
-        positive_int(c, f"channels[{i}]")
+    _sizes(channels, "channels", "the channels of each convolution, e.g. [16, 32]")
     positive_int(classes, "classes")
     positive_int(in_channels, "in_channels")
     _callable_or_none(norm, "norm", "a layer factory such as nn.BatchNorm2d")
