@@ -282,7 +282,7 @@ def main() -> int:
           f"min {min(paired):.3f}, max {max(paired):.3f}")
     fit_bare = medians["fit"] / medians["bare"]
     dataloader_fit = medians["dataloader"] / medians["fit"]
-    print(f"goals: fit/bare <= 1.05 {'met' if fit_bare <= 1.05 else 'NOT met'}; "
+    print(f"goals: fit/bare <= 1.02 {'met' if fit_bare <= 1.02 else 'NOT met'}; "
           f"dataloader/fit >= 4 {'met' if dataloader_fit >= 4 else 'NOT met'}")
     print(f"fit/bare={fit_bare:.3f} dataloader/fit={dataloader_fit:.2f}")
     return 0 if identical else 1
