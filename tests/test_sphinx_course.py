@@ -1,6 +1,7 @@
 """tools/sphinx_course.py, the book's Sphinx extension, on a one-page book: the notebook is
 offered for download with or without a repository, launch buttons appear only with one, a
-repository that is not on GitHub is refused with its value, and no script is included twice.
+repository that is not on GitHub is refused with its value, and no script is included twice;
+``tools/execute_chapters.py`` (``make book``'s parallel execution) on a two-page book.
 Then, without a build, the conversions that make the downloaded notebook one a reader can
 trust in Jupyter: each output once, and Markdown without MyST roles or directives
 (``test_book.py`` checks them on the built chapters)."""
@@ -94,6 +95,47 @@ def test_a_claim_the_run_no_longer_supports_fails_the_build_naming_the_sentence(
     assert result.returncode != 0, "the book built although its run contradicts its text"
     assert 'the text says "the network scores above 0.9", but the run gives accuracy=0.875' in \
         result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_parallel_execution_caches_what_ran_and_leaves_a_failing_chapter_to_the_build(tmp_path, capsys):
+    """tools/execute_chapters.py (`make book`'s first step) on a book of two chapters, one
+    failing: the other is cached and the build renders it without running it again; the
+    failing one is named, left out of the cache, and the build runs it and stops with its error."""
+    assert build(tmp_path, "").returncode == 0          # the one-page book of build(), then:
+    header = (ROOT / "book" / "scaling.md").read_text().split("---")[1]
+    (tmp_path / "bad.md").write_text(f"---{header}---\n# Bad\n\n```{{code-cell}} ipython3\n"
+                                     f"raise RuntimeError('the bad chapter broke')\n```\n")
+    (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: page\nchapters:\n  - file: bad\n")
+    (tmp_path / "page.md").write_text((tmp_path / "page.md").read_text().replace("6 * 7", "6 * 8"))
+    import shutil
+    shutil.rmtree(tmp_path / "_build")
+    spec = importlib.util.spec_from_file_location("execute_chapters", ROOT / "tools" / "execute_chapters.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    assert tool.execution_timeout(tmp_path) == 30        # jupyter-book's default when _config.yml sets none
+    assert tool.main(root=tmp_path) == 0
+    out = capsys.readouterr().out
+    assert "executing 2 of 2 chapters in parallel" in out and "executed page.md" in out, out
+    assert "FAILED bad.md" in out, out
+    assert tool.main(root=tmp_path) == 0                 # the cached page is not run again; bad.md is
+    assert "executing 1 of 2 chapters" in capsys.readouterr().out
+    def jupyter_book():
+        return subprocess.run(["jupyter-book", "build", ".", "--warningiserror"], cwd=tmp_path,
+                              env=tool_env(), capture_output=True, text=True, timeout=300)
+    result = jupyter_book()
+    assert result.returncode != 0 and "the bad chapter broke" in result.stdout + result.stderr
+    # mended, the chapter is executed by the tool alone; the build runs nothing
+    (tmp_path / "bad.md").write_text((tmp_path / "bad.md").read_text().replace(
+        "raise RuntimeError('the bad chapter broke')", "6 * 9"))
+    assert tool.main(root=tmp_path) == 0
+    assert "executing 1 of 2 chapters" in capsys.readouterr().out
+    result = jupyter_book()
+    assert result.returncode == 0, result.stdout[-3000:]
+    for page in ("page.md", "bad.md"):
+        assert f"{page}: Using cached notebook" in result.stdout, result.stdout[-3000:]
+    assert "Executing notebook" not in result.stdout
+    assert "</span>48\n</pre>" in (tmp_path / "_build" / "html" / "page.html").read_text()   # the run of page.md
 
 
 @pytest.mark.slow

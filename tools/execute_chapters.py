@@ -20,32 +20,39 @@ import yaml
 from jupyter_cache import get_cache
 from jupyter_cache.executors import load_executor
 from myst_nb.core.read import is_myst_markdown_notebook
+from sphinx_external_toc.parsing import parse_toc_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 READER = {"name": "myst_nb_md", "type": "plugin"}   # myst-nb's reader, registered for jupyter-cache
 
 
-def toc_files(toc: Path = ROOT / "_toc.yml") -> list[Path]:
-    """Every page of the table of contents, in its order."""
-    data = yaml.safe_load(toc.read_text())
-    names = [data["root"]]
-    for part in data.get("parts", []):
-        names += [chapter["file"] for chapter in part.get("chapters", [])]
-    return [ROOT / f"{name}.md" for name in names]
+def toc_files(root: Path = ROOT) -> list[Path]:
+    """Every MyST Markdown page of the book's table of contents (``root/_toc.yml``, read by
+    sphinx-external-toc as Jupyter Book reads it: parts, chapters, sections), in its order."""
+    pages = (root / f"{name}.md" for name in parse_toc_yaml(str(root / "_toc.yml")).keys())
+    return [page for page in pages if page.is_file()]
 
 
-def chapters() -> list[Path]:
+def chapters(root: Path = ROOT) -> list[Path]:
     """The pages that are notebooks (a MyST notebook's front matter): the ones the build executes."""
-    return [page for page in toc_files() if is_myst_markdown_notebook(page.read_text())]
+    return [page for page in toc_files(root) if is_myst_markdown_notebook(page.read_text())]
 
 
-def execution_timeout(config: Path = ROOT / "_config.yml") -> int:
-    return int(yaml.safe_load(config.read_text())["execute"]["timeout"])
+JUPYTER_BOOK_TIMEOUT = 30   # Jupyter Book's default per-cell timeout (its default_config.yml)
 
 
-def main(cache_path: str = str(ROOT / "_build" / ".jupyter_cache")) -> int:
-    cache = get_cache(cache_path)
-    pages = chapters()
+def execution_timeout(root: Path = ROOT) -> int:
+    """The per-cell timeout of ``root/_config.yml`` (``execute: timeout:``), in seconds."""
+    config = yaml.safe_load((root / "_config.yml").read_text()) or {}
+    return int((config.get("execute") or {}).get("timeout", JUPYTER_BOOK_TIMEOUT))
+
+
+def main(cache_path: str | None = None, root: Path = ROOT) -> int:
+    """Execute the chapters of the book at ``root`` that are not in the cache at ``cache_path``
+    (default: ``root/_build/.jupyter_cache``) into it, side by side. Always returns 0: a
+    failed chapter is reported here and left to the build."""
+    cache = get_cache(cache_path or str(root / "_build" / ".jupyter_cache"))
+    pages = chapters(root)
     for page in pages:
         cache.add_nb_to_project(str(page), read_data=READER)
     stale = [str(page) for page in pages if cache.get_cached_project_nb(str(page)) is None]
@@ -55,11 +62,11 @@ def main(cache_path: str = str(ROOT / "_build" / ".jupyter_cache")) -> int:
         return 0
     start = time.perf_counter()
     result = load_executor("local-parallel", cache).run_and_cache(
-        filter_uris=stale, timeout=execution_timeout())
+        filter_uris=stale, timeout=execution_timeout(root))
     for uri in result.succeeded:
-        print(f"  executed {Path(uri).relative_to(ROOT)}", flush=True)
+        print(f"  executed {Path(uri).relative_to(root)}", flush=True)
     for uri in result.excepted + result.errored:
-        print(f"  FAILED {Path(uri).relative_to(ROOT)}: the build runs it again and shows why",
+        print(f"  FAILED {Path(uri).relative_to(root)}: the build runs it again and shows why",
               flush=True)
     print(f"in {time.perf_counter() - start:.0f} s", flush=True)
     return 0      # the build reports a failed chapter, with its traceback
