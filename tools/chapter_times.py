@@ -7,10 +7,12 @@ from pathlib import Path
 
 from jupyter_cache import get_cache
 
+import execute_chapters   # tools/execute_chapters.py: where the build's execution cache is
+
 BUDGET_S = 90
 
 
-def main(cache_path: str = "_build/.jupyter_cache") -> None:
+def main(cache_path: str = str(execute_chapters.cache_path())) -> None:
     if not Path(cache_path).is_dir():
         sys.exit(f"no execution cache at {cache_path}: build the book first (make book)")
     records = get_cache(cache_path).list_cache_records()

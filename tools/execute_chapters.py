@@ -1,6 +1,6 @@
 """Execute the book's chapters in parallel, into the execution cache that the build reads.
 
-    .venv/bin/python tools/execute_chapters.py [cache folder]     # default: _build/.jupyter_cache
+    .venv/bin/python tools/execute_chapters.py
 
 `make book` runs this before `jupyter-book build`. The build executes the chapters one after
 the other, and a chapter's run uses about one core; here jupyter-cache's ``local-parallel``
@@ -38,20 +38,32 @@ def chapters(root: Path = ROOT) -> list[Path]:
     return [page for page in toc_files(root) if is_myst_markdown_notebook(page.read_text())]
 
 
-JUPYTER_BOOK_TIMEOUT = 30   # Jupyter Book's default per-cell timeout (its default_config.yml)
+# Jupyter Book's defaults (its default_config.yml) for what _config.yml's `execute:` leaves out
+JUPYTER_BOOK_TIMEOUT = 30
+JUPYTER_BOOK_CACHE = "_build/.jupyter_cache"
+
+
+def _execute_settings(root: Path) -> dict:
+    """The ``execute:`` section of ``root/_config.yml`` (empty if there is none)."""
+    config = yaml.safe_load((root / "_config.yml").read_text()) or {}
+    return config.get("execute") or {}
 
 
 def execution_timeout(root: Path = ROOT) -> int:
     """The per-cell timeout of ``root/_config.yml`` (``execute: timeout:``), in seconds."""
-    config = yaml.safe_load((root / "_config.yml").read_text()) or {}
-    return int((config.get("execute") or {}).get("timeout", JUPYTER_BOOK_TIMEOUT))
+    return int(_execute_settings(root).get("timeout", JUPYTER_BOOK_TIMEOUT))
 
 
-def main(cache_path: str | None = None, root: Path = ROOT) -> int:
-    """Execute the chapters of the book at ``root`` that are not in the cache at ``cache_path``
-    (default: ``root/_build/.jupyter_cache``) into it, side by side. Always returns 0: a
-    failed chapter is reported here and left to the build."""
-    cache = get_cache(cache_path or str(root / "_build" / ".jupyter_cache"))
+def cache_path(root: Path = ROOT) -> Path:
+    """The execution cache the build reads (``execute: cache:`` of ``root/_config.yml``)."""
+    return root / (_execute_settings(root).get("cache") or JUPYTER_BOOK_CACHE)
+
+
+def main(root: Path = ROOT) -> int:
+    """Execute the chapters of the book at ``root`` that are not in its execution cache
+    (:func:`cache_path`) into it, side by side. Always returns 0: a failed chapter is
+    reported here and left to the build."""
+    cache = get_cache(str(cache_path(root)))
     pages = chapters(root)
     for page in pages:
         cache.add_nb_to_project(str(page), read_data=READER)
@@ -73,4 +85,4 @@ def main(cache_path: str | None = None, root: Path = ROOT) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(*sys.argv[1:]))
+    sys.exit(main())
