@@ -36,7 +36,7 @@ from torch import nn
 from coursekit.validate import positive_int, positive_number
 
 __all__ = ["calculate_fan_in_and_fan_out", "calculate_gain", "xavier_uniform_", "xavier_normal_",
-           "kaiming_uniform_", "kaiming_normal_", "lsuv_"]
+           "kaiming_uniform_", "kaiming_normal_", "lsuv_", "WEIGHTED_LAYERS"]
 
 _LINEAR = ("linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d",
            "conv_transpose3d")
@@ -199,7 +199,9 @@ def kaiming_normal_(tensor: torch.Tensor, a: float = 0, mode: str = "fan_in",
     return tensor if std is None else _normal_(tensor, std, generator)
 
 
-_WEIGHTED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+# The layers whose weight is (out, in, ...) with one row or filter per unit: what LSUV initializes,
+# what coursekit.smoothness measures and what the max-norm constraint projects.
+WEIGHTED_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
 def lsuv_(model: nn.Module, batch: torch.Tensor, *, target_std: float = 1.0, tol: float = 0.05,
@@ -236,7 +238,7 @@ def lsuv_(model: nn.Module, batch: torch.Tensor, *, target_std: float = 1.0, tol
     positive_number(target_std, "target_std")
     positive_number(tol, "tol")
     positive_int(max_iter, "max_iter")
-    layers = [m for m in model.modules() if isinstance(m, _WEIGHTED)] if layers is None else list(layers)
+    layers = [m for m in model.modules() if isinstance(m, WEIGHTED_LAYERS)] if layers is None else list(layers)
     if not layers:
         raise ValueError(f"lsuv_ found no Linear or Conv layer in {type(model).__name__} to initialize")
     with torch.no_grad():

@@ -25,6 +25,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
+from coursekit.init import WEIGHTED_LAYERS
 from coursekit.modes import restored_modes
 
 __all__ = ["NoisyBatchNorm1d", "internal_covariate_shift", "landscape_probe"]
@@ -84,9 +85,6 @@ class NoisyBatchNorm1d(nn.BatchNorm1d):
                 f"jitter={self.jitter}")
 
 
-_WEIGHTED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
-
-
 def _loss_and_grads(model, loss_fn, x, y, params):
     loss = loss_fn(model(x), y)
     grads = torch.autograd.grad(loss, params, allow_unused=True)
@@ -142,7 +140,7 @@ def internal_covariate_shift(model: nn.Module, loss_fn, x: torch.Tensor, y: torc
     """
     if (lr is None) == (optimizer is None):
         raise ValueError("give either lr (a plain gradient step) or optimizer (its step), not both or neither")
-    layers = [m for m in model.modules() if isinstance(m, _WEIGHTED)] if layers is None else list(layers)
+    layers = [m for m in model.modules() if isinstance(m, WEIGHTED_LAYERS)] if layers is None else list(layers)
     if not layers:
         raise ValueError(f"no Linear or Conv layer in {type(model).__name__} to measure")
     params = [p for p in model.parameters() if p.requires_grad]

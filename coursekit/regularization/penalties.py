@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from coursekit.callbacks import Callback, FitState
+from coursekit.init import WEIGHTED_LAYERS
 from coursekit.validate import non_negative_number, positive_number
 
 __all__ = ["l1_penalty", "l2_penalty", "L1", "max_norm_", "MaxNorm"]
@@ -165,9 +166,6 @@ class L1(Callback):
 
 # --------------------------------------------------------------------------- max-norm
 
-_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
-
-
 def _check_dim(dim) -> int:
     if isinstance(dim, bool) or not isinstance(dim, numbers.Integral):
         raise ValueError(f"dim must be an integer, got {dim!r}")
@@ -182,7 +180,7 @@ def _layer_weights(modules: nn.Module | Iterable[nn.Module] | torch.Tensor) -> l
     seen, weights = set(), []
     for root in roots:
         for layer in root.modules():
-            if isinstance(layer, _LAYERS) and id(layer.weight) not in seen:
+            if isinstance(layer, WEIGHTED_LAYERS) and id(layer.weight) not in seen:
                 seen.add(id(layer.weight))
                 weights.append(layer.weight)
     return weights
