@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ast
+import fcntl
 import json
 import linecache
 import os
@@ -34,13 +35,31 @@ def tool_env(**extra) -> dict:
 
 def released_course(root: Path, assignment: str = "scaling") -> Path:
     """A course folder at ``root`` with the configuration, ``solutions/<assignment>`` and its
-    release and gradebook made by ``nbgrader generate_assignment``: where grading tests start."""
-    root.mkdir(parents=True, exist_ok=True)
-    shutil.copy(ROOT / "nbgrader_config.py", root)
-    shutil.copytree(ROOT / "solutions" / assignment, root / "solutions" / assignment)
-    subprocess.run([str(VENV_BIN / "nbgrader"), "generate_assignment", assignment, "--force"], cwd=root,
-                   env=tool_env(), check=True, capture_output=True)
+    release and gradebook made by ``nbgrader generate_assignment``: where grading tests start.
+
+    nbgrader generates each assignment once per test session (:func:`_release`), shared by
+    the pytest-xdist workers; every caller gets a copy of it (generating takes seconds)."""
+    shutil.copytree(_release(assignment), root, dirs_exist_ok=True)
     return root
+
+
+def _release(assignment: str) -> Path:
+    """The course folder in which ``nbgrader generate_assignment`` released ``assignment`` in
+    this session: made by the first process that asks, while the others wait on its lock."""
+    folder = Path(os.environ[RELEASES_DIR_ENV])
+    made = folder / assignment
+    with open(folder / f"{assignment}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not made.exists():
+            work = folder / f"{assignment}.making"
+            shutil.rmtree(work, ignore_errors=True)
+            work.mkdir()
+            shutil.copy(ROOT / "nbgrader_config.py", work)
+            shutil.copytree(ROOT / "solutions" / assignment, work / "solutions" / assignment)
+            subprocess.run([str(VENV_BIN / "nbgrader"), "generate_assignment", assignment, "--force"], cwd=work,
+                           env=tool_env(), check=True, capture_output=True)
+            work.rename(made)
+    return made
 
 
 def code_cells(assignment: str) -> list[dict]:
@@ -177,6 +196,7 @@ EXAMPLE_REPOSITORY = "https://github.com/example-org/normcourse"
 
 
 BOOK_DIR_ENV = "COURSEKIT_TEST_BOOK"    # the folder of the session's book build, shared by workers
+RELEASES_DIR_ENV = "COURSEKIT_TEST_RELEASES"   # the session's released assignments (released_course)
 _SET_BY_US: set[str] = set()            # environment variables this file set for the tests' processes
 
 
@@ -240,11 +260,18 @@ def pytest_configure(config):
         # outside pytest's temporary folder: tests that watch theirs for stray files run while it builds
         os.environ[BOOK_DIR_ENV] = tempfile.mkdtemp(prefix="coursekit-book-")
         config._coursekit_book_dir = os.environ[BOOK_DIR_ENV]
+    if not hasattr(config, "workerinput") and RELEASES_DIR_ENV not in os.environ:
+        os.environ[RELEASES_DIR_ENV] = tempfile.mkdtemp(prefix="coursekit-releases-")
+        config._coursekit_releases_dir = os.environ[RELEASES_DIR_ENV]
 
 
 def pytest_unconfigure(config):
     """The controlling process stops a build still running (an interrupted session) and
-    removes the folder."""
+    removes the folders it made."""
+    releases = getattr(config, "_coursekit_releases_dir", None)
+    if releases is not None:
+        shutil.rmtree(releases, ignore_errors=True)
+        del os.environ[RELEASES_DIR_ENV]
     folder = getattr(config, "_coursekit_book_dir", None)
     if folder is None:
         return

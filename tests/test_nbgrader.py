@@ -15,26 +15,17 @@ from __future__ import annotations
 import csv
 import json
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from coursekit import classroom
 from coursekit import course as registry
-from conftest import ROOT, tool_env
+from conftest import ROOT, released_course
 
 pytestmark = pytest.mark.slow
 
 ASSIGNMENTS = list(registry.ASSIGNMENTS)
-
-
-def nbgrader(course: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    result = subprocess.run(["nbgrader", *args], cwd=course, env=tool_env(), capture_output=True,
-                            text=True, timeout=timeout)
-    if result.returncode != 0:
-        pytest.fail(f"nbgrader {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
-    return result
 
 
 @pytest.fixture(scope="session")
@@ -45,11 +36,7 @@ def released(tmp_path_factory):
 
     def release(assignment: str) -> Path:
         if assignment not in made:
-            course = tmp_path_factory.mktemp(f"course-{assignment}")
-            shutil.copy(ROOT / "nbgrader_config.py", course)
-            shutil.copytree(ROOT / "solutions" / assignment, course / "solutions" / assignment)
-            nbgrader(course, "generate_assignment", assignment, "--force")
-            made[assignment] = course
+            made[assignment] = released_course(tmp_path_factory.mktemp(f"course-{assignment}"), assignment)
         return made[assignment]
     return release
 

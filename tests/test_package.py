@@ -4,6 +4,8 @@ another's private names."""
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -94,3 +96,14 @@ def test_no_module_re_exports_lazily():
             if any(isinstance(node, ast.FunctionDef) and node.name == "__getattr__"
                    for node in ast.parse(path.read_text()).body)]
     assert not lazy
+
+
+def test_nbgrader_s_configuration_does_not_import_torch():
+    """Every nbgrader command (generate_assignment, autograde of each grading shard, feedback)
+    loads nbgrader_config.py, which imports ``coursekit.classroom``: torch's second and more
+    of import time would be paid by each. Only the trusted checker and the kernels need it."""
+    code = ("import sys\nfrom coursekit.classroom.feedback import HideHiddenTests\n"
+            "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.'))[:5])")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert result.stdout.strip() == "[]", f"importing coursekit.classroom imports torch: {result.stdout}"
+    assert "coursekit.classroom.feedback import HideHiddenTests" in (ROOT / "nbgrader_config.py").read_text()

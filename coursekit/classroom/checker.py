@@ -49,12 +49,12 @@ import torch
 from torch import nn
 
 from . import sandbox, wire
+from .common import DEFAULT_TIMEOUT
 
 #: modules a solution may not import: the reference, and libraries that do the work for it
 BLOCKED = ("coursekit", "sklearn", "scipy", "lightning", "pytorch_lightning", "keras", "tensorflow", "jax")
 ALLOWED = "a solution may use torch, numpy, math and Python's standard library"
 WORKER_DIR = "/opt/coursekit-worker"
-DEFAULT_TIMEOUT = 120.0     # seconds per test cell
 MAX_STARTS = 4              # workers per notebook (a cell that kills or hangs it costs one)
 
 

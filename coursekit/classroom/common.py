@@ -11,6 +11,7 @@ from pathlib import Path
 REPORTS_DIR = "reports"
 HIDDEN_BEGIN, HIDDEN_END = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
 NBGRADER_DONE = "nbgrader-done"   # in a grading shard: nbgrader has exited
+DEFAULT_TIMEOUT = 120.0     # seconds a test cell may run in the trusted checker, as nbgrader_config.py's Execute.timeout
 MAX_ID_LENGTH = 100
 ALLOWED_ID = (f"a student id must be usable as a folder name: not empty, '.' or '..', no '/', '\\', "
               f"NUL or control characters, not starting with '.', at most {MAX_ID_LENGTH} characters")

@@ -32,8 +32,9 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from . import checker, gradebook, sandbox
-from .common import NBGRADER_DONE, REPORTS_DIR, graded_students, nbgrader_bin, release_notebooks, reports_dir, tool_env
+from . import gradebook, sandbox
+from .common import (DEFAULT_TIMEOUT, NBGRADER_DONE, REPORTS_DIR, graded_students, nbgrader_bin,
+                     release_notebooks, reports_dir, tool_env)
 from .integrity import integrity_cells, verify
 from .preflight import Submission, preflight
 from .status import write_status
@@ -320,7 +321,7 @@ def _start_checker(course: Path, assignment: str, shard: Path, students: list[st
     """The trusted checker of a shard (:mod:`.checker`), in a process of its own."""
     job = {"course": str(course), "assignment": assignment, "shard": str(shard), "students": students,
            "submitted": str(course / "submitted"), "bwrap": bwrap, "limits": asdict(limits),
-           "timeout": float(timeout or checker.DEFAULT_TIMEOUT), "threads": threads,
+           "timeout": float(timeout or DEFAULT_TIMEOUT), "threads": threads,
            "output": str(shard / TRUSTED)}
     (shard / "trusted-job.json").write_text(json.dumps(job))
     log = open(shard / "checker.log", "w")
