@@ -11,6 +11,7 @@ import copy
 import importlib.util
 import json
 import re
+import shutil
 import subprocess
 from pathlib import Path
 from types import SimpleNamespace
@@ -108,7 +109,6 @@ def test_parallel_execution_caches_what_ran_and_leaves_a_failing_chapter_to_the_
                                      f"raise RuntimeError('the bad chapter broke')\n```\n")
     (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: page\nchapters:\n  - file: bad\n")
     (tmp_path / "page.md").write_text((tmp_path / "page.md").read_text().replace("6 * 7", "6 * 8"))
-    import shutil
     shutil.rmtree(tmp_path / "_build")
     spec = importlib.util.spec_from_file_location("execute_chapters", ROOT / "tools" / "execute_chapters.py")
     tool = importlib.util.module_from_spec(spec)
