@@ -55,8 +55,10 @@ def graded(course):
     submit(course, "frank")                                            # a folder without a notebook
     submit(course, "grace", edit(solution, "min_max_scaler", "class MinMaxScaler", "while True:\n    pass\n\n\nclass MinMaxScaler"))
     submit(course, "heidi", solution)                                  # graded now, broken later
+    # 10 MB of output in 200,000 lines, printed 100 lines at a time (200,000 separate prints take
+    # 5 s on a quiet machine: near the 10-s cell limit under the suite's load)
     submit(course, "ivan", edit(solution, "min_max_scaler", "class MinMaxScaler",
-                                "for i in range(200_000):\n    print('x' * 50, i)\n\n\nclass MinMaxScaler"))
+                                "for i in range(2_000):\n    print(('x' * 50 + '\\n') * 100, i)\n\n\nclass MinMaxScaler"))
     submit(course, "judy", edit(solution, "min_max_scaler", MINMAX_RETURN,
                                 "import sys, warnings\n        warnings.warn('a UserWarning', UserWarning)\n"
                                 "        print('debug on stderr', file=sys.stderr)\n        " + MINMAX_RETURN))
