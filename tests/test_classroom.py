@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -22,6 +23,8 @@ from conftest import cell_index, edit, released_course, tool_env
 
 pytestmark = pytest.mark.slow
 A = "scaling"
+# $OMP_NUM_THREADS of the first grading: not what its two jobs would give on this machine alone
+THREADS = (os.cpu_count() or 1) // 2 + 1
 MINMAX_RETURN = "return (X - self.data_min) / self.data_range * (high - low) + low"
 
 
@@ -61,11 +64,14 @@ def graded(course):
                                 "for i in range(2_000):\n    print(('x' * 50 + '\\n') * 100, i)\n\n\nclass MinMaxScaler"))
     submit(course, "judy", edit(solution, "min_max_scaler", MINMAX_RETURN,
                                 "import sys, warnings\n        warnings.warn('a UserWarning', UserWarning)\n"
-                                "        print('debug on stderr', file=sys.stderr)\n        " + MINMAX_RETURN))
+                                "        print('debug on stderr, torch threads:', torch.get_num_threads(), file=sys.stderr)"
+                                "\n        " + MINMAX_RETURN))
     submit(course, "kim", edit(solution, "min_max_scaler", MINMAX_RETURN,
                                "lo, hi = X.amin(dim=0), X.amax(dim=0)\n        return (X - lo) / (hi - lo) * (high - low) + low"))
     lines = []
-    first = classroom.grade(course, A, jobs=2, timeout=10, progress=lines.append)
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("OMP_NUM_THREADS", str(THREADS))
+        first = classroom.grade(course, A, jobs=2, timeout=10, progress=lines.append)
     heidi_first = _score(course, "heidi")
     # heidi's regrade fails: her old grade must not survive
     submit(course, "heidi", edit(solution, "standard_scaler", "class StandardScaler",
@@ -112,6 +118,14 @@ def test_scores(graded, course):
     grace = _score(course, "grace")                                 # the loop was interrupted: min-max checks lost
     assert 0 < grace < full
     assert _score(course, "kim") < full
+
+
+def test_kernels_run_torch_with_the_threads_asked(graded, course):
+    """$OMP_NUM_THREADS, when set, is the number of torch's threads in each kernel."""
+    nb = json.loads((course / "autograded" / "judy" / A / f"{A}.ipynb").read_text())
+    stderr = "".join("".join(o.get("text", "")) for c in nb["cells"] for o in c.get("outputs", [])
+                     if o.get("name") == "stderr")
+    assert f"debug on stderr, torch threads: {THREADS}\n" in stderr
 
 
 def test_a_failed_regrade_leaves_no_stale_grade(graded, course):

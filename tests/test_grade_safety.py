@@ -167,3 +167,13 @@ def test_only_one_grading_run_at_a_time(course):
     with _Lock(course):
         with pytest.raises(RuntimeError, match="another grading run"):
             classroom.grade(course, A, jobs=1, progress=lambda line: None)
+
+
+@pytest.mark.parametrize("value", ["0", "two", "-1", "2.5"])
+def test_a_bad_thread_count_stops_grading_before_anything_changes(course, monkeypatch, value):
+    submit(course, "alice")
+    before = sorted((str(p.relative_to(course)), p.stat().st_mtime_ns) for p in course.rglob("*"))
+    monkeypatch.setenv("OMP_NUM_THREADS", value)
+    with pytest.raises(ValueError, match=f"OMP_NUM_THREADS must be a positive integer.*got '{value}'"):
+        classroom.grade(course, A, jobs=1, progress=lambda line: None)
+    assert sorted((str(p.relative_to(course)), p.stat().st_mtime_ns) for p in course.rglob("*")) == before

@@ -173,6 +173,21 @@ def _on_signal(signum, frame):
     raise Interrupted(signum)
 
 
+def threads_asked() -> int | None:
+    """``$OMP_NUM_THREADS`` when it is set: the threads of torch in every kernel and checker.
+
+    Raises:
+        ValueError: if it is set to anything but a positive integer.
+    """
+    value = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"OMP_NUM_THREADS must be a positive integer (the threads of torch in each kernel), "
+                         f"got {value!r}; unset it to share the CPU cores among the jobs")
+    return int(value)
+
+
 def grade(course: Path, assignment: str, *, jobs: int | None = None, timeout: int | None = None,
           students: list[str] | None = None, progress=print, sandboxed: bool = True,
           limits: sandbox.Limits | None = None) -> list[Submission]:
@@ -183,7 +198,10 @@ def grade(course: Path, assignment: str, *, jobs: int | None = None, timeout: in
     Args:
         course: the course root.
         assignment: e.g. ``"scaling"``.
-        jobs: worker processes; default the number of CPU cores.
+        jobs: worker processes; default the number of CPU cores. Each kernel and checker runs
+            torch with ``$OMP_NUM_THREADS`` threads when it is set (on a machine that also runs
+            other work, 1 keeps threads from waiting on each other), else with the cores
+            divided among the jobs.
         timeout: seconds a single cell may run (nbgrader's ``Execute.timeout``); default
             the course's configuration.
         students: only these students; default every folder in ``submitted/``.
@@ -201,9 +219,11 @@ def grade(course: Path, assignment: str, *, jobs: int | None = None, timeout: in
     Raises:
         RuntimeError: bubblewrap is missing (and ``sandboxed``), or another run is in progress.
         FileNotFoundError, ValueError: no gradebook or release for ``assignment``.
+        ValueError: ``$OMP_NUM_THREADS`` is set to anything but a positive integer.
     """
     course = Path(course).resolve()
     limits = limits or sandbox.Limits()
+    threads = threads_asked()
     gradebook.check_released(course, assignment)
     notebooks = list(release_notebooks(course, assignment))
     bwrap = sandbox.require() if sandboxed else None
@@ -217,8 +237,8 @@ def grade(course: Path, assignment: str, *, jobs: int | None = None, timeout: in
         try:
             gradebook.backup(course)
             results = [s for s in preflight(course, assignment) if students is None or s.student in students]
-            _grade(course, assignment, results, notebooks, work, kernels, jobs=jobs, timeout=timeout,
-                   progress=progress, bwrap=bwrap, limits=limits)
+            _grade(course, assignment, results, notebooks, work, kernels, jobs=jobs, threads=threads,
+                   timeout=timeout, progress=progress, bwrap=bwrap, limits=limits)
         except Interrupted as e:
             for s in results:
                 if s.status == "ok":   # interrupted before its shard started
@@ -244,7 +264,7 @@ def grade(course: Path, assignment: str, *, jobs: int | None = None, timeout: in
 
 
 def _grade(course: Path, assignment: str, results: list[Submission], notebooks: list[str], work: Path,
-           kernels: Path, *, jobs, timeout, progress, bwrap, limits) -> None:
+           kernels: Path, *, jobs, threads, timeout, progress, bwrap, limits) -> None:
     for s in results:
         if s.status == "rejected":
             progress(f"{s.student}: rejected, {s.reason}")
@@ -254,7 +274,7 @@ def _grade(course: Path, assignment: str, results: list[Submission], notebooks: 
         return
     jobs = max(1, min(jobs or os.cpu_count() or 1, len(todo)))
     shards = [todo[i::jobs] for i in range(jobs)]
-    threads = str(max(1, (os.cpu_count() or 1) // jobs))
+    threads = str(threads or max(1, (os.cpu_count() or 1) // jobs))
     env = {**tool_env(), "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
     args_common = [nbgrader_bin(), "autograde", assignment, "--force"]
     if timeout is not None:
