@@ -173,7 +173,7 @@ def _on_signal(signum, frame):
     raise Interrupted(signum)
 
 
-def threads_asked() -> int | None:
+def _threads_asked() -> int | None:
     """``$OMP_NUM_THREADS`` when it is set: the threads of torch in every kernel and checker.
 
     Raises:
@@ -223,7 +223,7 @@ def grade(course: Path, assignment: str, *, jobs: int | None = None, timeout: in
     """
     course = Path(course).resolve()
     limits = limits or sandbox.Limits()
-    threads = threads_asked()
+    threads = _threads_asked()
     gradebook.check_released(course, assignment)
     notebooks = list(release_notebooks(course, assignment))
     bwrap = sandbox.require() if sandboxed else None
