@@ -1,7 +1,8 @@
 """Grading survives its own interruption and a lost gradebook: SIGTERM keeps the students
 graded so far and accounts for the others, leaves no temporary folder or process behind,
 and the next run works; the gradebook is backed up before each run, and a missing or
-corrupt one is reported with the way back."""
+corrupt one is reported with the way back; a bad $OMP_NUM_THREADS stops grading before
+anything changes."""
 from __future__ import annotations
 
 import csv
