@@ -140,8 +140,20 @@ const done = arguments[arguments.length - 1];
 """
 
 
+# A page that has loaded, and is not a redirect (the site's index.html sends the reader on
+# to the first page with a meta refresh, after `get` has returned)
+SETTLED = """return document.readyState === 'complete' && document.body !== null
+              && !document.querySelector('meta[http-equiv="refresh" i]')"""
+
+
 def inspect(browser, url: str) -> PageReport:
+    """What a reader sees at ``url``: the page the browser ends on, once it has loaded."""
+    from selenium.common.exceptions import WebDriverException
+    from selenium.webdriver.support.ui import WebDriverWait
+
     browser.get(url)
+    # (a script run while the browser leaves a page fails: try again)
+    WebDriverWait(browser, 30, ignored_exceptions=(WebDriverException,)).until(lambda b: b.execute_script(SETTLED))
     browser.set_script_timeout(60)
     seen = browser.execute_async_script(INSPECT)
     assert "error" not in seen, f"{url}: the inspection script failed: {seen.get('error')}"
