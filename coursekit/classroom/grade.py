@@ -274,8 +274,8 @@ def _grade(course: Path, assignment: str, results: list[Submission], notebooks: 
         return
     jobs = max(1, min(jobs or os.cpu_count() or 1, len(todo)))
     shards = [todo[i::jobs] for i in range(jobs)]
-    threads = str(threads or max(1, (os.cpu_count() or 1) // jobs))
-    env = {**tool_env(), "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+    threads = threads or max(1, (os.cpu_count() or 1) // jobs)
+    env = {**tool_env(), "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     args_common = [nbgrader_bin(), "autograde", assignment, "--force"]
     if timeout is not None:
         args_common.append(f"--Execute.timeout={timeout}")
@@ -294,7 +294,7 @@ def _grade(course: Path, assignment: str, results: list[Submission], notebooks: 
             running.append((i, shard, shard_students, log, proc))
             # the trusted checker follows nbgrader: it scores each student nbgrader has finished
             checkers[i] = _start_checker(course, assignment, shard, shard_students, env, bwrap=bwrap,
-                                         limits=limits, timeout=timeout, threads=int(threads))
+                                         limits=limits, timeout=timeout, threads=threads)
         total, reported = len(todo), 0
         while any(p.poll() is None for *_, p in running) or any(c.poll() is None for c in checkers.values()):
             time.sleep(0.2)
