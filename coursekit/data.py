@@ -163,12 +163,28 @@ def cache_dir() -> Path:
     return Path(base).expanduser() / "coursekit"
 
 
-def _generate_mnist1d(args: dict) -> dict[str, np.ndarray]:
-    from mnist1d.data import get_dataset_args, make_dataset
-    from mnist1d.utils import ObjectView
+def _mnist1d_arguments(args: dict) -> dict:
+    """The generator's arguments with ``args`` applied.
+
+    Raises:
+        TypeError: if ``args`` names an argument the generator does not have.
+    """
+    from mnist1d.data import get_dataset_args   # imports matplotlib and requests: only to generate
 
     full = get_dataset_args(as_dict=True)
+    unknown = sorted(set(args) - set(full))
+    if unknown:
+        raise TypeError(f"unknown MNIST-1D argument(s) {unknown}; allowed: "
+                        f"{sorted(k for k in full if k != 'url')}")
     full.update(args)
+    return full
+
+
+def _generate_mnist1d(args: dict) -> dict[str, np.ndarray]:
+    from mnist1d.data import make_dataset
+    from mnist1d.utils import ObjectView
+
+    full = _mnist1d_arguments(args)
     state = np.random.get_state()  # make_dataset seeds numpy's global generator
     try:
         d = make_dataset(ObjectView(full))
@@ -199,18 +215,17 @@ def load_mnist1d(*, val_fraction: float = 0.2, split_seed: int = 0,
     """
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    from mnist1d.data import get_dataset_args
-
-    known = get_dataset_args(as_dict=True)
-    unknown = sorted(set(dataset_args) - set(known) - {"url"})
-    if unknown:
-        raise TypeError(f"unknown MNIST-1D argument(s) {unknown}; allowed: "
-                        f"{sorted(k for k in known if k != 'url')}")
     dataset_args.pop("url", None)
-    key = hashlib.sha1(json.dumps(dataset_args, sort_keys=True).encode()).hexdigest()[:12]
+    try:
+        key = hashlib.sha1(json.dumps(dataset_args, sort_keys=True).encode()).hexdigest()[:12]
+    except TypeError:   # a value JSON cannot hold: no generator argument takes one
+        _mnist1d_arguments(dataset_args)   # names an unknown argument, if there is one
+        raise TypeError(f"MNIST-1D arguments must be numbers, strings, booleans or lists of them, "
+                        f"got {dataset_args!r}") from None
     folder = Path(cache).expanduser() if cache is not None else cache_dir()
     path = folder / f"mnist1d-{key}.npz"
     try:
+        # only arguments the generator accepted have a file (a cached load skips importing it)
         with np.load(path) as f:
             arrays = {k: f[k] for k in ("x", "y", "x_test", "y_test")}
     except (OSError, KeyError, ValueError):  # missing or unreadable: (re)generate

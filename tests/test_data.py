@@ -1,4 +1,7 @@
 """coursekit.data: offline data sets with seeded splits, MNIST-1D generated and cached."""
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -95,8 +98,25 @@ def test_mnist1d_corrupt_cache_is_regenerated(tmp_path):
 
 
 def test_mnist1d_rejects_unknown_argument(tmp_path):
+    data.load_mnist1d(cache=tmp_path, num_samples=100)    # a warm cache does not let a wrong name pass
     with pytest.raises(TypeError, match=r"unknown MNIST-1D argument\(s\) \['num_sample'\]"):
-        data.load_mnist1d(cache=tmp_path, num_sample=10)
+        data.load_mnist1d(cache=tmp_path, num_sample=100)
+    with pytest.raises(TypeError, match=r"unknown MNIST-1D argument\(s\) \['noise'\]"):
+        data.load_mnist1d(cache=tmp_path, noise=np.float32(0.1))
+    with pytest.raises(TypeError, match=r"numbers, strings, booleans or lists.*'seed': array"):
+        data.load_mnist1d(cache=tmp_path, seed=np.arange(2))
+    assert len(list(tmp_path.glob("mnist1d-*.npz"))) == 1
+
+
+def test_a_cached_mnist1d_loads_without_importing_the_generator(tmp_path):
+    """The mnist1d package imports matplotlib and requests (about a second): every chapter and
+    graded notebook loads MNIST-1D, from the cache."""
+    data.load_mnist1d(cache=tmp_path)
+    code = ("import sys\nfrom coursekit import data\n"
+            f"d = data.load_mnist1d(cache={str(tmp_path)!r})\n"
+            "print(len(d.y_train), sorted(m for m in ('mnist1d', 'matplotlib', 'requests') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["3200", "[]"]
 
 
 def test_digit_images_are_the_flat_digits_reshaped_and_scaled():
