@@ -18,6 +18,7 @@ Example::
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -193,6 +194,31 @@ def _generate_mnist1d(args: dict) -> dict[str, np.ndarray]:
     return {"x": d["x"], "y": d["y"], "x_test": d["x_test"], "y_test": d["y_test"]}
 
 
+def _read_mnist1d(path: Path) -> dict[str, np.ndarray] | None:
+    """The arrays of a cached MNIST-1D file, or None when it is missing or unreadable."""
+    try:
+        with np.load(path) as f:
+            return {k: f[k] for k in ("x", "y", "x_test", "y_test")}
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+@contextlib.contextmanager
+def _generating(path: Path):
+    """Hold an exclusive lock on ``<path>.lock`` (POSIX ``flock``) while the data is generated;
+    where the folder is read-only or there is no ``fcntl``, go on without one."""
+    try:
+        import fcntl
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = open(path.with_suffix(".lock"), "a")
+    except (ImportError, OSError):
+        yield
+        return
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def load_mnist1d(*, val_fraction: float = 0.2, split_seed: int = 0,
                  dtype: torch.dtype = torch.float32, cache: str | os.PathLike | None = None,
                  **dataset_args) -> Splits:
@@ -211,7 +237,9 @@ def load_mnist1d(*, val_fraction: float = 0.2, split_seed: int = 0,
             ``num_samples=10000``, ``seed=1``, ``iid_noise_scale=0.05``, ``shuffle_seq=True``.
 
     The first call generates the data (a few seconds) and saves it as
-    ``mnist1d-<hash of the arguments>.npz`` in the cache; later calls load that file.
+    ``mnist1d-<hash of the arguments>.npz`` in the cache; later calls load that file. Processes
+    that start with an empty cache together (chapters executed side by side) generate it once:
+    the others wait for that file.
     """
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
@@ -224,19 +252,20 @@ def load_mnist1d(*, val_fraction: float = 0.2, split_seed: int = 0,
                         f"got {dataset_args!r}") from None
     folder = Path(cache).expanduser() if cache is not None else cache_dir()
     path = folder / f"mnist1d-{key}.npz"
-    try:
-        # only arguments the generator accepted have a file (a cached load skips importing it)
-        with np.load(path) as f:
-            arrays = {k: f[k] for k in ("x", "y", "x_test", "y_test")}
-    except (OSError, KeyError, ValueError):  # missing or unreadable: (re)generate
-        arrays = _generate_mnist1d(dataset_args)
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
-            np.savez(tmp, **arrays)
-            os.replace(tmp, path)  # atomic: concurrent readers never see half a file
-        except OSError:  # a read-only cache (e.g. in the grading sandbox): use the data uncached
-            pass
+    # only arguments the generator accepted have a file (a cached load skips importing it)
+    arrays = _read_mnist1d(path)
+    if arrays is None:  # missing or unreadable: (re)generate
+        _mnist1d_arguments(dataset_args)   # a wrong name raises before anything is written
+        with _generating(path):   # processes started together generate once: the others wait, then read
+            arrays = _read_mnist1d(path)
+            if arrays is None:
+                arrays = _generate_mnist1d(dataset_args)
+                try:
+                    tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
+                    np.savez(tmp, **arrays)
+                    os.replace(tmp, path)  # atomic: concurrent readers never see half a file
+                except OSError:  # a read-only cache (e.g. in the grading sandbox): use the data uncached
+                    pass
 
     n = len(arrays["y"])
     perm = np.random.default_rng(split_seed).permutation(n)

@@ -108,6 +108,22 @@ def test_mnist1d_rejects_unknown_argument(tmp_path):
     assert len(list(tmp_path.glob("mnist1d-*.npz"))) == 1
 
 
+def test_processes_that_start_together_generate_mnist1d_once(tmp_path):
+    code = ("import sys\nfrom coursekit import data\ngenerate = data._generate_mnist1d\n"
+            "def logged(args):\n    with open(sys.argv[1], 'a') as f:\n        f.write('generated\\n')\n"
+            "    return generate(args)\n"
+            "data._generate_mnist1d = logged\n"
+            "d = data.load_mnist1d(cache=sys.argv[2], num_samples=500, seed=3)\n"
+            "print(d.X_test.sum().item())\n")
+    log = tmp_path / "log"
+    runs = [subprocess.Popen([sys.executable, "-c", code, str(log), str(tmp_path / "cache")],
+                             stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    sums = {run.communicate(timeout=120)[0] for run in runs}
+    assert all(run.returncode == 0 for run in runs) and len(sums) == 1
+    assert log.read_text() == "generated\n"
+    assert len(list((tmp_path / "cache").glob("mnist1d-*.npz"))) == 1
+
+
 def test_a_cached_mnist1d_loads_without_importing_the_generator(tmp_path):
     """The mnist1d package imports matplotlib and requests (about a second): every chapter and
     graded notebook loads MNIST-1D, from the cache."""
