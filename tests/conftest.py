@@ -168,9 +168,7 @@ def scaling_solution() -> dict[str, str]:
 
 
 @pytest.fixture(autouse=True, scope="session")
-def _private_cache(tmp_path_factory):
-    """Generated data (MNIST-1D) goes to a per-run cache, not the user's."""
-    os.environ.setdefault("COURSEKIT_CACHE", str(tmp_path_factory.mktemp("coursekit-cache")))
+def _no_progress_bars():
     os.environ.setdefault("COURSEKIT_PROGRESS", "0")
 
 
@@ -197,6 +195,7 @@ EXAMPLE_REPOSITORY = "https://github.com/example-org/normcourse"
 
 BOOK_DIR_ENV = "COURSEKIT_TEST_BOOK"    # the folder of the session's book build, shared by workers
 RELEASES_DIR_ENV = "COURSEKIT_TEST_RELEASES"   # the session's released assignments (released_course)
+CACHE_ENV = "COURSEKIT_CACHE"           # generated data (MNIST-1D) and Optuna studies: the session's own
 _SET_BY_US: set[str] = set()            # environment variables this file set for the tests' processes
 
 
@@ -244,9 +243,10 @@ LONG_FILES = ["test_nbgrader", "test_classroom", "test_sandbox", "test_trusted",
 
 
 def pytest_configure(config):
-    """The controlling process (the only one without pytest-xdist) makes the folder where the
-    book will be built; the workers it starts inherit its name from the environment, and
-    ``COURSEKIT_SCALE`` (:data:`ASSIGNMENT_SCALE` unless set). Each
+    """The controlling process (the only one without pytest-xdist) makes the folders where the
+    book will be built, the assignments released and the data cached; the workers it starts
+    inherit their names from the environment, and ``COURSEKIT_SCALE``
+    (:data:`ASSIGNMENT_SCALE` unless set). Each
     pytest-xdist worker runs torch on its share of the cores: two workers of two threads each
     on two cores wait on each other's threads, and the unit tests take up to twice as long."""
     os.environ.setdefault("COURSEKIT_SCALE", ASSIGNMENT_SCALE)
@@ -263,15 +263,21 @@ def pytest_configure(config):
     if not hasattr(config, "workerinput") and RELEASES_DIR_ENV not in os.environ:
         os.environ[RELEASES_DIR_ENV] = tempfile.mkdtemp(prefix="coursekit-releases-")
         config._coursekit_releases_dir = os.environ[RELEASES_DIR_ENV]
+    if not hasattr(config, "workerinput") and CACHE_ENV not in os.environ:
+        # not the user's cache; one for the workers, the book's chapters and the graded kernels
+        # (coursekit.data generates MNIST-1D once for processes that ask together)
+        os.environ[CACHE_ENV] = tempfile.mkdtemp(prefix="coursekit-cache-")
+        config._coursekit_cache_dir = os.environ[CACHE_ENV]
 
 
 def pytest_unconfigure(config):
     """The controlling process stops a build still running (an interrupted session) and
     removes the folders it made."""
-    releases = getattr(config, "_coursekit_releases_dir", None)
-    if releases is not None:
-        shutil.rmtree(releases, ignore_errors=True)
-        del os.environ[RELEASES_DIR_ENV]
+    for attribute, name in (("_coursekit_releases_dir", RELEASES_DIR_ENV), ("_coursekit_cache_dir", CACHE_ENV)):
+        made = getattr(config, attribute, None)
+        if made is not None:
+            shutil.rmtree(made, ignore_errors=True)
+            del os.environ[name]
     folder = getattr(config, "_coursekit_book_dir", None)
     if folder is None:
         return
