@@ -181,11 +181,11 @@ def _mnist1d_arguments(args: dict) -> dict:
     return full
 
 
-def _generate_mnist1d(args: dict) -> dict[str, np.ndarray]:
+def _generate_mnist1d(full: dict) -> dict[str, np.ndarray]:
+    """The data set made by ``mnist1d``'s generator from all of its arguments ``full``."""
     from mnist1d.data import make_dataset
     from mnist1d.utils import ObjectView
 
-    full = _mnist1d_arguments(args)
     state = np.random.get_state()  # make_dataset seeds numpy's global generator
     try:
         d = make_dataset(ObjectView(full))
@@ -255,11 +255,11 @@ def load_mnist1d(*, val_fraction: float = 0.2, split_seed: int = 0,
     # only arguments the generator accepted have a file (a cached load skips importing it)
     arrays = _read_mnist1d(path)
     if arrays is None:  # missing or unreadable: (re)generate
-        _mnist1d_arguments(dataset_args)   # a wrong name raises before anything is written
+        full = _mnist1d_arguments(dataset_args)   # a wrong name raises before anything is written
         with _generating(path):   # processes started together generate once: the others wait, then read
             arrays = _read_mnist1d(path)
             if arrays is None:
-                arrays = _generate_mnist1d(dataset_args)
+                arrays = _generate_mnist1d(full)
                 try:
                     tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
                     np.savez(tmp, **arrays)
