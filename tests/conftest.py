@@ -196,6 +196,12 @@ EXAMPLE_REPOSITORY = "https://github.com/example-org/normcourse"
 BOOK_DIR_ENV = "COURSEKIT_TEST_BOOK"    # the folder of the session's book build, shared by workers
 RELEASES_DIR_ENV = "COURSEKIT_TEST_RELEASES"   # the session's released assignments (released_course)
 CACHE_ENV = "COURSEKIT_CACHE"           # generated data (MNIST-1D) and Optuna studies: the session's own
+# The folders the controlling process makes for the session (each unless its variable is set),
+# outside pytest's temporary folder: tests that watch theirs for stray files run while the book
+# builds. The cache is not the user's; the workers, the book's chapters and the graded kernels
+# share it (coursekit.data generates MNIST-1D once for processes that ask together).
+SESSION_FOLDERS = {BOOK_DIR_ENV: "coursekit-book-", RELEASES_DIR_ENV: "coursekit-releases-",
+                   CACHE_ENV: "coursekit-cache-"}
 _SET_BY_US: set[str] = set()            # environment variables this file set for the tests' processes
 
 
@@ -256,39 +262,26 @@ def pytest_configure(config):
         torch.set_num_threads(threads)
         os.environ["OMP_NUM_THREADS"] = str(threads)   # and in the kernels and workers grading starts
         _SET_BY_US.add("OMP_NUM_THREADS")
-    if not hasattr(config, "workerinput") and BOOK_DIR_ENV not in os.environ:
-        # outside pytest's temporary folder: tests that watch theirs for stray files run while it builds
-        os.environ[BOOK_DIR_ENV] = tempfile.mkdtemp(prefix="coursekit-book-")
-        config._coursekit_book_dir = os.environ[BOOK_DIR_ENV]
-    if not hasattr(config, "workerinput") and RELEASES_DIR_ENV not in os.environ:
-        os.environ[RELEASES_DIR_ENV] = tempfile.mkdtemp(prefix="coursekit-releases-")
-        config._coursekit_releases_dir = os.environ[RELEASES_DIR_ENV]
-    if not hasattr(config, "workerinput") and CACHE_ENV not in os.environ:
-        # not the user's cache; one for the workers, the book's chapters and the graded kernels
-        # (coursekit.data generates MNIST-1D once for processes that ask together)
-        os.environ[CACHE_ENV] = tempfile.mkdtemp(prefix="coursekit-cache-")
-        config._coursekit_cache_dir = os.environ[CACHE_ENV]
+    if not hasattr(config, "workerinput"):
+        config._coursekit_folders = {}     # variable -> the folder this process made
+        for name, prefix in SESSION_FOLDERS.items():
+            if name not in os.environ:
+                os.environ[name] = config._coursekit_folders[name] = tempfile.mkdtemp(prefix=prefix)
 
 
 def pytest_unconfigure(config):
     """The controlling process stops a build still running (an interrupted session) and
     removes the folders it made."""
-    for attribute, name in (("_coursekit_releases_dir", RELEASES_DIR_ENV), ("_coursekit_cache_dir", CACHE_ENV)):
-        made = getattr(config, attribute, None)
-        if made is not None:
-            shutil.rmtree(made, ignore_errors=True)
-            del os.environ[name]
-    folder = getattr(config, "_coursekit_book_dir", None)
-    if folder is None:
-        return
-    pid = Path(folder) / "pid"
-    if pid.exists() and not (Path(folder) / "returncode").exists():
+    made = getattr(config, "_coursekit_folders", {})
+    book = Path(made[BOOK_DIR_ENV]) if BOOK_DIR_ENV in made else None
+    if book and (book / "pid").exists() and not (book / "returncode").exists():
         try:
-            os.killpg(int(pid.read_text()), signal.SIGKILL)
+            os.killpg(int((book / "pid").read_text()), signal.SIGKILL)
         except (ProcessLookupError, PermissionError, ValueError):
             pass
-    shutil.rmtree(folder, ignore_errors=True)
-    del os.environ[BOOK_DIR_ENV]
+    for name, folder in made.items():
+        shutil.rmtree(folder, ignore_errors=True)
+        del os.environ[name]
 
 
 @pytest.hookimpl(trylast=True)
