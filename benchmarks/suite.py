@@ -118,7 +118,7 @@ def run_part(command: list[str], env: dict) -> tuple[float, float, str]:
 def build_book(folder: Path) -> tuple[float, float, str]:
     """The book's build from clean, started exactly as the suite starts it."""
     cpu, start = children_cpu(), time.monotonic()
-    (folder / "claimed").mkdir(parents=True)   # the book tests then use this build
+    (folder / "claimed").mkdir()             # the book tests then use this build
     conftest._start_book_build(folder)
     while not (folder / "returncode").exists():
         time.sleep(0.5)
@@ -154,44 +154,39 @@ def main() -> int:
     print(f"hardware: {hardware(torch.device('cpu'))}")
     print(f"parts, one after the other: {', '.join(parts)}", flush=True)
     session = Path(tempfile.mkdtemp(prefix="coursekit-suite-"))
-    shared = {conftest.CACHE_ENV: session / "cache", conftest.RELEASES_DIR_ENV: session / "releases"}
-    for path in shared.values():
-        path.mkdir()
-    # as under `make test`: the session's cache and releases, and each worker's (and its
-    # kernels') torch on one core's share
-    env = conftest.tool_env(COURSEKIT_PROGRESS="0", OMP_NUM_THREADS="1", **{k: str(v) for k, v in shared.items()})
-    os.environ.update({k: str(v) for k, v in shared.items()})   # the book's build takes the cache too
+    # as under `make test`: the session's folders (book, releases, data cache) shared by every
+    # part, and each worker's (and its kernels') torch on one core's share
+    for name in conftest.SESSION_FOLDERS:
+        os.environ[name] = str(session / name)
+        (session / name).mkdir()
+    env = conftest.tool_env(COURSEKIT_PROGRESS="0", OMP_NUM_THREADS="1")
+    book = session / conftest.BOOK_DIR_ENV
     rows = []    # (part, wall, CPU, start)
     try:
         _, collect, summary = run_part([*PYTEST, "--collect-only"], env)
         print(f"{'a worker collecting':>24}: CPU {collect:7.1f} s   {summary}", flush=True)
         for part in parts:
+            start = 0.0
             if part == "book":
-                wall, cpu, summary = build_book(session / "book")
-                rows.append((part, wall, cpu, 0.0))
-                print(f"{part:>24}: wall {wall:7.1f} s   CPU {cpu:7.1f} s                  {summary}", flush=True)
-                continue
-            part_env = env
-            if part == "fast":
-                command = [*PYTEST, "-m", "not slow"]
-            elif part == "book tests":
-                if not (session / "book" / "returncode").exists():
-                    continue
-                command = [*PYTEST, "-m", "slow", *(f"tests/{m}.py" for m in BOOK_TESTS)]
-                part_env = {**env, conftest.BOOK_DIR_ENV: str(session / "book")}
+                wall, cpu, summary = build_book(book)
             else:
-                command = [*PYTEST, "-m", "slow", f"tests/{part}.py"]
-            _, start, _ = run_part([*command, "--collect-only"], part_env)
-            wall, cpu, summary = run_part(command, part_env)
+                if part == "fast":
+                    command = [*PYTEST, "-m", "not slow"]
+                elif part == "book tests":
+                    command = [*PYTEST, "-m", "slow", *(f"tests/{m}.py" for m in BOOK_TESTS)]
+                else:
+                    command = [*PYTEST, "-m", "slow", f"tests/{part}.py"]
+                _, start, _ = run_part([*command, "--collect-only"], env)
+                wall, cpu, summary = run_part(command, env)
             rows.append((part, wall, cpu, start))
-            print(f"{part:>24}: wall {wall:7.1f} s   CPU {cpu:7.1f} s (start {start:4.1f} s)   {summary}",
-                  flush=True)
+            started = f"(start {start:4.1f} s)" if part != "book" else " " * 16
+            print(f"{part:>24}: wall {wall:7.1f} s   CPU {cpu:7.1f} s {started}   {summary}", flush=True)
     finally:
         shutil.rmtree(session, ignore_errors=True)
 
     starts = sum(start for *_, start in rows)
     total = sum(cpu for _, _, cpu, _ in rows) - starts + args.cores * collect
-    book = sum(cpu for part, _, cpu, _ in rows if part == "book")
+    book_cpu = sum(cpu for part, _, cpu, _ in rows if part == "book")
     print(f"{'all':>24}: wall {sum(r[1] for r in rows):7.1f} s   CPU {sum(r[2] for r in rows):7.1f} s "
           f"(starts {starts:.1f} s; instead, {args.cores} workers collecting: {args.cores * collect:.1f} s)")
     if total:
@@ -199,7 +194,7 @@ def main() -> int:
         print("largest CPU: " + ", ".join(f"{p} {c:.0f} s ({c / total:.0%})" for p, _, c, _ in largest))
     print(f"floor of make test on {args.cores} cores (that CPU / cores): "
           f"{total / args.cores / 60:.1f} min")
-    print(f"cpu_s={total:.0f} floor_s={total / args.cores:.0f} cores={args.cores} book_cpu_s={book:.0f} parts={len(rows)}")
+    print(f"cpu_s={total:.0f} floor_s={total / args.cores:.0f} cores={args.cores} book_cpu_s={book_cpu:.0f} parts={len(rows)}")
     return 0
 
 
